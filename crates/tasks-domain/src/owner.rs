@@ -1,0 +1,90 @@
+use std::fmt;
+
+/// The identity that owns tasks: the `sub` claim of a verified token (or the
+/// user id behind a Better Auth session). It is the only source of a task's
+/// `user_id`; nothing a client sends in a body or path can set it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(String);
+
+/// Why a string cannot be an owner id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerIdError {
+    #[error("the subject is empty")]
+    Empty,
+    #[error("the subject is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("the subject contains control characters")]
+    ControlCharacters,
+}
+
+impl OwnerId {
+    /// Longest accepted subject, in bytes. Better Auth ids are 32 characters;
+    /// UUIDs are 36. The bound keeps hostile tokens from bloating the index.
+    pub const MAX_BYTES: usize = 255;
+
+    /// Parses a token subject. It is taken as it is (no trimming): two subjects
+    /// that differ only in white space are two different users.
+    ///
+    /// # Errors
+    /// Empty, longer than [`OwnerId::MAX_BYTES`], or containing control characters.
+    pub fn parse(subject: &str) -> Result<Self, OwnerIdError> {
+        if subject.is_empty() {
+            return Err(OwnerIdError::Empty);
+        }
+        if subject.len() > Self::MAX_BYTES {
+            return Err(OwnerIdError::TooLong {
+                max: Self::MAX_BYTES,
+            });
+        }
+        if subject.chars().any(char::is_control) {
+            return Err(OwnerIdError::ControlCharacters);
+        }
+        Ok(Self(subject.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// Owner ids are personal data: keep them out of accidental `{:?}` logging.
+impl fmt::Debug for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnerId(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_subjects() {
+        let id = OwnerId::parse("user_8f3a").unwrap();
+        assert_eq!(id.as_str(), "user_8f3a");
+    }
+
+    #[test]
+    fn keeps_subject_verbatim() {
+        assert_eq!(OwnerId::parse(" a ").unwrap().as_str(), " a ");
+    }
+
+    #[test]
+    fn rejects_empty_long_and_control() {
+        assert_eq!(OwnerId::parse(""), Err(OwnerIdError::Empty));
+        assert_eq!(
+            OwnerId::parse(&"x".repeat(256)),
+            Err(OwnerIdError::TooLong { max: 255 })
+        );
+        assert!(OwnerId::parse(&"x".repeat(255)).is_ok());
+        assert_eq!(OwnerId::parse("a\0b"), Err(OwnerIdError::ControlCharacters));
+        assert_eq!(OwnerId::parse("a\nb"), Err(OwnerIdError::ControlCharacters));
+    }
+
+    #[test]
+    fn debug_does_not_print_the_id() {
+        let id = OwnerId::parse("secret-user").unwrap();
+        assert!(!format!("{id:?}").contains("secret-user"));
+    }
+}

@@ -1,0 +1,242 @@
+use std::fmt;
+
+/// A task's identifier: a positive 64-bit integer assigned by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(i64);
+
+/// Why a path segment is not a task id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskIdError {
+    #[error("task id must be an integer")]
+    NotAnInteger,
+    #[error("task id is out of range (1 to 9223372036854775807)")]
+    OutOfRange,
+}
+
+impl TaskId {
+    #[must_use]
+    pub const fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    /// Parses a task id as it appears in a URL path: ASCII digits with an
+    /// optional sign, nothing else (no spaces, no `+`, no exponent).
+    ///
+    /// # Errors
+    /// [`TaskIdError::NotAnInteger`] for anything that is not an integer,
+    /// [`TaskIdError::OutOfRange`] for integers below 1 or beyond `i64`.
+    pub fn parse(raw: &str) -> Result<Self, TaskIdError> {
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TaskIdError::NotAnInteger);
+        }
+        match raw.parse::<i64>() {
+            Ok(id) if id >= 1 => Ok(Self(id)),
+            _ => Err(TaskIdError::OutOfRange),
+        }
+    }
+
+    #[must_use]
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A task title: trimmed, 1 to 200 characters (Unicode scalar values, not bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TitleError {
+    #[error("title must not be empty")]
+    Empty,
+    #[error("title must be at most {max} characters (got {actual})")]
+    TooLong { max: usize, actual: usize },
+    #[error("title must not contain NUL characters")]
+    ContainsNul,
+}
+
+impl Title {
+    pub const MAX_CHARS: usize = 200;
+
+    /// # Errors
+    /// Empty after trimming, longer than [`Title::MAX_CHARS`], or containing NUL
+    /// (which PostgreSQL cannot store in `text`).
+    pub fn parse(raw: &str) -> Result<Self, TitleError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(TitleError::Empty);
+        }
+        let actual = trimmed.chars().count();
+        if actual > Self::MAX_CHARS {
+            return Err(TitleError::TooLong {
+                max: Self::MAX_CHARS,
+                actual,
+            });
+        }
+        if trimmed.contains('\0') {
+            return Err(TitleError::ContainsNul);
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    #[must_use]
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A task description: at most 10,000 characters, kept exactly as sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Description(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptionError {
+    #[error("description must be at most {max} characters (got {actual})")]
+    TooLong { max: usize, actual: usize },
+    #[error("description must not contain NUL characters")]
+    ContainsNul,
+}
+
+impl Description {
+    pub const MAX_CHARS: usize = 10_000;
+
+    /// # Errors
+    /// Longer than [`Description::MAX_CHARS`] or containing NUL.
+    pub fn parse(raw: String) -> Result<Self, DescriptionError> {
+        let actual = raw.chars().count();
+        if actual > Self::MAX_CHARS {
+            return Err(DescriptionError::TooLong {
+                max: Self::MAX_CHARS,
+                actual,
+            });
+        }
+        if raw.contains('\0') {
+            return Err(DescriptionError::ContainsNul);
+        }
+        Ok(Self(raw))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    #[must_use]
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+// Task text is the user's private content: never print it through `{:?}`.
+macro_rules! redacted_debug {
+    ($($ty:ident),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($ty), "({} chars)"), self.0.chars().count())
+            }
+        }
+    )*};
+}
+redacted_debug!(Title, Description);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_id_parses_positive_integers() {
+        assert_eq!(TaskId::parse("1").unwrap().get(), 1);
+        assert_eq!(
+            TaskId::parse("9223372036854775807").unwrap().get(),
+            i64::MAX
+        );
+    }
+
+    #[test]
+    fn task_id_rejects_non_integers() {
+        for raw in ["", "abc", "1.5", "1e3", " 1", "+1", "0x10", "1 ", "-", "١"] {
+            assert_eq!(
+                TaskId::parse(raw),
+                Err(TaskIdError::NotAnInteger),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn task_id_rejects_out_of_range() {
+        for raw in ["0", "-1", "9223372036854775808", "99999999999999999999999"] {
+            assert_eq!(TaskId::parse(raw), Err(TaskIdError::OutOfRange), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn title_is_trimmed() {
+        assert_eq!(Title::parse("  buy milk \n").unwrap().as_str(), "buy milk");
+    }
+
+    #[test]
+    fn title_bounds_count_characters_not_bytes() {
+        assert!(Title::parse(&"😀".repeat(200)).is_ok());
+        assert_eq!(
+            Title::parse(&"😀".repeat(201)),
+            Err(TitleError::TooLong {
+                max: 200,
+                actual: 201
+            })
+        );
+        assert!(Title::parse(&"a".repeat(200)).is_ok());
+        // Surrounding white space does not count against the limit.
+        assert!(Title::parse(&format!("  {}  ", "a".repeat(200))).is_ok());
+    }
+
+    #[test]
+    fn title_rejects_empty_and_blank() {
+        assert_eq!(Title::parse(""), Err(TitleError::Empty));
+        assert_eq!(Title::parse(" \t\n "), Err(TitleError::Empty));
+    }
+
+    #[test]
+    fn title_rejects_nul() {
+        assert_eq!(Title::parse("a\0b"), Err(TitleError::ContainsNul));
+    }
+
+    #[test]
+    fn description_bounds() {
+        assert!(Description::parse("é".repeat(10_000)).is_ok());
+        assert_eq!(
+            Description::parse("é".repeat(10_001)),
+            Err(DescriptionError::TooLong {
+                max: 10_000,
+                actual: 10_001
+            })
+        );
+        assert_eq!(Description::parse(String::new()).unwrap().as_str(), "");
+        assert_eq!(
+            Description::parse("  kept  ".into()).unwrap().as_str(),
+            "  kept  "
+        );
+        assert_eq!(
+            Description::parse("x\0".into()),
+            Err(DescriptionError::ContainsNul)
+        );
+    }
+
+    #[test]
+    fn debug_hides_text() {
+        let t = Title::parse("my secret plan").unwrap();
+        assert_eq!(format!("{t:?}"), "Title(14 chars)");
+    }
+}

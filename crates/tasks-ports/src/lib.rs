@@ -1,0 +1,97 @@
+//! Ports: what the task service needs from the outside world, as traits.
+//!
+//! The delivery layer talks only to these traits; adapters (the Diesel store,
+//! the token verifiers) implement them. Each method documents the errors an
+//! adapter MUST return, so that an outage, a missing task and a bad token mean
+//! the same thing whichever adapter is plugged in.
+
+use async_trait::async_trait;
+use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch};
+
+/// Errors a [`TaskRepository`] may return. A task that does not exist, or that
+/// belongs to someone else, is never an error: it is `None` / `false`, and the
+/// two cases MUST be indistinguishable.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The database cannot be reached, is overloaded, or did not answer in
+    /// time. Retrying later may succeed; the operation did not take effect.
+    #[error("task storage is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else: a bug, a schema mismatch, corrupt data.
+    #[error("unexpected task storage error")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+/// Durable storage of tasks, partitioned by owner.
+///
+/// Every method takes the owner and MUST filter by it inside the query itself
+/// (never by loading and checking afterwards), so that no code path can read or
+/// change another owner's task.
+///
+/// # Errors
+/// Every method returns [`RepoError::Unavailable`] when the database is down,
+/// saturated or too slow, and [`RepoError::Unexpected`] for anything else that
+/// is not a normal outcome.
+#[async_trait]
+pub trait TaskRepository: Send + Sync + 'static {
+    /// The owner's tasks that pass `filter`, newest first (descending id).
+    async fn list(&self, owner: &OwnerId, filter: StatusFilter) -> Result<Vec<Task>, RepoError>;
+
+    /// The task, or `None` when it does not exist or belongs to another owner.
+    async fn get(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError>;
+
+    /// Stores a new, not completed task for `owner`.
+    async fn create(&self, owner: &OwnerId, task: NewTask) -> Result<Task, RepoError>;
+
+    /// Applies `patch` in one statement and bumps `updated_at`; `None` when the
+    /// task does not exist or belongs to another owner.
+    async fn update(
+        &self,
+        owner: &OwnerId,
+        id: TaskId,
+        patch: TaskPatch,
+    ) -> Result<Option<Task>, RepoError>;
+
+    /// Flips `completed` atomically (concurrent toggles never lose one) and
+    /// bumps `updated_at`; `None` when the task does not exist or belongs to
+    /// another owner.
+    async fn toggle(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError>;
+
+    /// Deletes the task; `false` when it does not exist or belongs to another owner.
+    async fn delete(&self, owner: &OwnerId, id: TaskId) -> Result<bool, RepoError>;
+
+    /// Checks that the database answers, for readiness probes.
+    async fn ping(&self) -> Result<(), RepoError>;
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is malformed, expired, badly signed, for another audience,
+    /// revoked, or otherwise not acceptable. The message is safe to show to
+    /// the client: it never contains the token or key material.
+    #[error("{0}")]
+    Rejected(String),
+    /// The verifier could not decide because something it depends on (a key
+    /// endpoint, a session database) is unreachable and nothing is cached.
+    #[error("token verification is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl VerifyError {
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self::Rejected(reason.into())
+    }
+}
+
+/// Turns a bearer token into the identity of the caller.
+///
+/// # Errors
+/// [`VerifyError::Rejected`] for every token that does not prove an identity;
+/// [`VerifyError::Unavailable`] only when the verifier cannot reach what it
+/// needs to decide.
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token` (the part after `Bearer `) and returns its owner.
+    async fn verify(&self, token: &str) -> Result<OwnerId, VerifyError>;
+}

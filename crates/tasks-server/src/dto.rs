@@ -1,0 +1,171 @@
+//! Wire formats: the JSON bodies of the HTTP API and their conversions to and
+//! from domain types. Nothing here is stored; nothing here is trusted until it
+//! has been parsed into a domain value.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tasks_domain::{Description, NewTask, Task, TaskPatch, Title};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+
+/// A task as the API returns it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskResponse {
+    /// Identifier, unique across all users.
+    #[schema(example = 42)]
+    pub id: i64,
+    /// The owner: the `sub` of the token that created the task.
+    #[schema(example = "7hZ3kq9XbYt1mN2pQ4rS6uV8wX0yA1bC")]
+    pub user_id: String,
+    /// 1 to 200 characters, trimmed.
+    #[schema(example = "Buy milk")]
+    pub title: String,
+    /// Up to 10,000 characters, or null.
+    #[schema(example = "Two litres, semi-skimmed")]
+    pub description: Option<String>,
+    pub completed: bool,
+    /// RFC 3339, UTC, microseconds: `2026-11-25T17:51:36.123456Z`.
+    #[serde(serialize_with = "rfc3339_utc")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-25T17:51:36.123456Z")]
+    pub created_at: DateTime<Utc>,
+    /// RFC 3339, UTC, microseconds; changes on every update and toggle.
+    #[serde(serialize_with = "rfc3339_utc")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-25T17:52:10.000001Z")]
+    pub updated_at: DateTime<Utc>,
+}
+
+fn rfc3339_utc<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+impl From<Task> for TaskResponse {
+    fn from(task: Task) -> Self {
+        Self {
+            id: task.id.get(),
+            user_id: task.owner.as_str().to_owned(),
+            title: task.title.into_inner(),
+            description: task.description.map(Description::into_inner),
+            completed: task.completed,
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+        }
+    }
+}
+
+/// Body of `POST /api/tasks`. Other fields (`id`, `user_id`, `completed`,
+/// timestamps, anything unknown) are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateTaskRequest {
+    /// Required; trimmed, then 1 to 200 characters.
+    #[schema(example = "Buy milk", min_length = 1, max_length = 200)]
+    pub title: String,
+    /// Optional; at most 10,000 characters; null or absent for none.
+    #[serde(default)]
+    #[schema(example = "Two litres", max_length = 10000)]
+    pub description: Option<String>,
+}
+
+impl TryFrom<CreateTaskRequest> for NewTask {
+    type Error = ApiError;
+
+    fn try_from(body: CreateTaskRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            title: Title::parse(&body.title).map_err(invalid)?,
+            description: body
+                .description
+                .map(Description::parse)
+                .transpose()
+                .map_err(invalid)?,
+        })
+    }
+}
+
+/// Body of `PUT /api/tasks/{id}`: a partial update. An absent field stays as
+/// it is; `"description": null` clears the description. `title` and
+/// `completed` may not be null.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateTaskRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "Buy oat milk", min_length = 1, max_length = 200)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 10000)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>)]
+    pub completed: Option<Option<bool>>,
+}
+
+/// Distinguishes an absent field (`None`, via `default`) from an explicit
+/// null (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl TryFrom<UpdateTaskRequest> for TaskPatch {
+    type Error = ApiError;
+
+    fn try_from(body: UpdateTaskRequest) -> Result<Self, ApiError> {
+        let title = match body.title {
+            None => None,
+            Some(None) => return Err(ApiError::Validation("title must not be null".into())),
+            Some(Some(t)) => Some(Title::parse(&t).map_err(invalid)?),
+        };
+        let description = match body.description {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(d)) => Some(Some(Description::parse(d).map_err(invalid)?)),
+        };
+        let completed = match body.completed {
+            None => None,
+            Some(None) => {
+                return Err(ApiError::Validation(
+                    "completed must be true or false, not null".into(),
+                ));
+            }
+            Some(Some(c)) => Some(c),
+        };
+        Ok(Self {
+            title,
+            description,
+            completed,
+        })
+    }
+}
+
+/// Query of `GET /api/tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `completed` or `active`; absent for all tasks. Any other value is a 400.
+    #[param(inline, value_type = Option<StatusParam>)]
+    pub status: Option<String>,
+}
+
+/// Values of the `status` filter.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusParam {
+    Completed,
+    Active,
+}
+
+/// `/health` and `/ready` bodies.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Database state, on `/ready` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ok")]
+    pub database: Option<String>,
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Validation(e.to_string())
+}

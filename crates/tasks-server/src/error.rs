@@ -1,0 +1,152 @@
+//! The one error type at the HTTP edge, and the JSON envelope every error
+//! response carries: `{"detail": str, "status_code": int, "error_type": str}`.
+//!
+//! 5xx bodies are deliberately vague; their causes go to the log with the
+//! request id, never to the client.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use tasks_ports::{RepoError, VerifyError};
+use utoipa::ToSchema;
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// The error envelope.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[schema(example = json!({"detail": "title must not be empty", "status_code": 400, "error_type": "validation_error"}))]
+pub struct ErrorBody {
+    /// Human-readable explanation, safe to show to the user.
+    pub detail: String,
+    /// The HTTP status code, repeated.
+    pub status_code: u16,
+    /// Machine-readable category; see docs/API.md for the vocabulary.
+    pub error_type: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("Task not found")]
+    TaskNotFound,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("The service is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("Internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    #[must_use]
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "validation_error",
+            Self::Unauthorized(_) => "authentication_error",
+            Self::TaskNotFound | Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// The `error_type` a bare status code gets when no handler chose one, e.g.
+/// for errors raised inside actix-web itself.
+#[must_use]
+pub fn error_type_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "validation_error",
+        401 => "authentication_error",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        431 => "headers_too_large",
+        503 => "service_unavailable",
+        500..=599 => "internal_error",
+        _ => "http_error",
+    }
+}
+
+/// An envelope response with the given status.
+#[must_use]
+pub fn envelope(status: StatusCode, error_type: &str, detail: impl Into<String>) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+    }
+    response.json(ErrorBody {
+        detail: detail.into(),
+        status_code: status.as_u16(),
+        error_type: error_type.to_owned(),
+    })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Unavailable(cause) => tracing::warn!(
+                error = format!("{cause:#}"),
+                "request failed: dependency unavailable"
+            ),
+            Self::Internal(cause) => tracing::error!(
+                error = format!("{cause:#}"),
+                "request failed: internal error"
+            ),
+            _ => {}
+        }
+        let mut response = envelope(self.status_code(), self.error_type(), self.to_string());
+        if let Self::Unauthorized(reason) = self {
+            let challenge = if reason.starts_with("Missing") {
+                HeaderValue::from_static("Bearer")
+            } else {
+                HeaderValue::from_static("Bearer error=\"invalid_token\"")
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(err: RepoError) -> Self {
+        match err {
+            RepoError::Unavailable(e) => Self::Unavailable(e),
+            RepoError::Unexpected(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(err: VerifyError) -> Self {
+        match err {
+            VerifyError::Rejected(reason) => Self::Unauthorized(format!("Invalid token: {reason}")),
+            VerifyError::Unavailable(e) => Self::Unavailable(e),
+        }
+    }
+}

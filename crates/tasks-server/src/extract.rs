@@ -1,0 +1,184 @@
+//! Extractors: the only ways handlers receive the caller, path ids and bodies.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use serde::de::DeserializeOwned;
+use tasks_domain::{OwnerId, TaskId};
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// The authenticated caller: the owner id proven by the bearer token. Handlers
+/// get the user id from here and from nowhere else.
+#[derive(Debug)]
+pub struct Caller(pub OwnerId);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(req).map(str::to_owned);
+        Box::pin(async move {
+            let state = state
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+            let token = token?;
+            let owner = state.verifier.verify(&token).await?;
+            Ok(Self(owner))
+        })
+    }
+}
+
+fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let value = values.next().ok_or_else(|| {
+        ApiError::Unauthorized("Missing bearer token: send Authorization: Bearer <token>".into())
+    })?;
+    if values.next().is_some() {
+        return Err(ApiError::Unauthorized(
+            "Invalid token: more than one Authorization header".into(),
+        ));
+    }
+    let value = value.to_str().map_err(|_| {
+        ApiError::Unauthorized("Invalid token: Authorization header is not ASCII".into())
+    })?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized(
+            "Missing bearer token: the Authorization scheme must be Bearer".into(),
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "Missing bearer token: the token is empty".into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// A task id from the path, parsed: non-integers and ids beyond the valid
+/// range are a 400, not a 404.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskIdPath(pub TaskId);
+
+impl FromRequest for TaskIdPath {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("id").unwrap_or_default();
+        std::future::ready(
+            TaskId::parse(raw)
+                .map(Self)
+                .map_err(|e| ApiError::Validation(format!("Invalid task id: {e}"))),
+        )
+    }
+}
+
+/// A JSON request body. Unlike `web::Json` it accepts a missing
+/// `Content-Type` (as FastAPI does), answers every failure with the error
+/// envelope, and names the offending field.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+/// The body size limit, set once at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = match req.headers().get(header::CONTENT_TYPE) {
+            None => true,
+            Some(value) => value.to_str().ok().is_some_and(is_json_media_type),
+        };
+        let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+        let declared_too_large = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > limit as u64);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared_too_large {
+                return Err(too_large(limit));
+            }
+            if !content_type_ok {
+                return Err(ApiError::Validation(
+                    "Content-Type must be application/json".into(),
+                ));
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::Validation(format!("Could not read the request body: {e}"))
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Err(ApiError::Validation(
+                    "Request body must be a JSON object".into(),
+                ));
+            }
+            let de = &mut serde_json::Deserializer::from_slice(&body);
+            let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let what = if inner.is_syntax() || inner.is_eof() {
+                    format!("Malformed JSON: {inner}")
+                } else if path == "." {
+                    format!("Request body must be a JSON object: {inner}")
+                } else {
+                    format!("Invalid value for `{path}`: {inner}")
+                };
+                ApiError::Validation(what)
+            })?;
+            Ok(Self(value))
+        })
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!("Request body is larger than {limit} bytes"))
+}
+
+/// `application/json`, optionally with parameters, or any `+json` type.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("application/json; charset=utf-8"));
+        assert!(is_json_media_type("Application/JSON"));
+        assert!(is_json_media_type("application/merge-patch+json"));
+        assert!(!is_json_media_type("text/plain"));
+        assert!(!is_json_media_type("application/x-www-form-urlencoded"));
+        assert!(!is_json_media_type("multipart/form-data; boundary=x"));
+        assert!(!is_json_media_type(""));
+    }
+}

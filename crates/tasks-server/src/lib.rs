@@ -1,0 +1,18 @@
+//! The HTTP delivery of the task service.
+//!
+//! This crate wires the hexagon together at start-up: it reads [`Settings`],
+//! builds the Diesel store and the token verifier behind their ports, and
+//! serves the API with actix-web. Handlers only see the ports.
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,118 @@
+//! `tasks-server`: serve the API (default), apply migrations, or mint a
+//! development token.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tasks_server::{Application, Settings, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "tasks-server",
+    version,
+    about = "The tasks API for a Next.js + Better Auth frontend"
+)]
+struct Cli {
+    /// Refuse to start without real authentication configured (same as APP_ENV=production).
+    #[arg(long, global = true)]
+    production: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print an HS256 token for USER_ID, signed with the configured secret
+    /// (JWT_SECRET, BETTER_AUTH_SECRET, or the development secret).
+    Token {
+        /// The user id to put in `sub`.
+        user_id: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Print the OpenAPI document as YAML (what contracts/openapi.yaml holds).
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.production) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(settings.workers.clamp(1, 4))
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            telemetry::init(settings.log_format, &settings.log_filter)?;
+            let app = Application::build(settings).await?;
+            app.run_until_stopped().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Migrate => {
+            telemetry::init(settings.log_format, &settings.log_filter)?;
+            let applied = tasks_store::run_migrations(&settings.store).await?;
+            if applied.is_empty() {
+                println!(
+                    "database is up to date ({})",
+                    settings.store.location.describe()
+                );
+            } else {
+                println!(
+                    "applied {} migration(s): {}",
+                    applied.len(),
+                    applied.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Token { user_id, ttl } => {
+            tasks_domain::OwnerId::parse(&user_id)
+                .map_err(|e| anyhow::anyhow!("USER_ID is not acceptable: {e}"))?;
+            settings.ensure_auth()?;
+            let secret = settings.auth.hs256_secret.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("`token` needs a shared secret: set JWT_SECRET (tokens from BETTER_AUTH_URL come from Better Auth itself)")
+            })?;
+            let token = tasks_auth::issue_hs256(
+                secret.expose().as_bytes(),
+                &user_id,
+                ttl,
+                &settings.auth.rules,
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", tasks_server::openapi::yaml()?);
+            Ok(())
+        }
+    }
+}

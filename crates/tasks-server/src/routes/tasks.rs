@@ -1,0 +1,183 @@
+//! The six task endpoints. Handlers parse, call the repository port with the
+//! caller's owner id, and shape the response; they own no SQL.
+
+use actix_web::{HttpResponse, web};
+use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskPatch};
+
+use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Caller, JsonBody, TaskIdPath};
+use crate::startup::AppState;
+
+/// Defence in depth: the store filters by owner in SQL; this check makes sure
+/// that even a faulty adapter cannot hand one user's task to another.
+fn owned(task: Task, caller: &OwnerId) -> Result<TaskResponse, ApiError> {
+    if task.is_visible_to(caller) {
+        Ok(task.into())
+    } else {
+        tracing::error!(task_id = %task.id, "store returned a task of another owner; withheld");
+        Err(ApiError::TaskNotFound)
+    }
+}
+
+fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
+    let task = task.ok_or(ApiError::TaskNotFound)?;
+    Ok(HttpResponse::Ok().json(owned(task, caller)?))
+}
+
+/// List the caller's tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/tasks",
+    tag = "tasks",
+    params(ListQuery),
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 200, description = "The caller's tasks, newest first (descending id)", body = [TaskResponse]),
+        (status = 400, description = "Invalid `status` filter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
+pub async fn list_tasks(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = StatusFilter::parse(query.status.as_deref())
+        .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let tasks = state.repo.list(&caller.0, filter).await?;
+    let body = tasks
+        .into_iter()
+        .map(|t| owned(t, &caller.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Create a task for the caller.
+#[utoipa::path(
+    post,
+    path = "/api/tasks",
+    tag = "tasks",
+    request_body = CreateTaskRequest,
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 201, description = "Created", body = TaskResponse),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create_task(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: JsonBody<CreateTaskRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewTask::try_from(body.0)?;
+    let task = state.repo.create(&caller.0, new).await?;
+    let body = owned(task, &caller.0)?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/tasks/{}", body.id)))
+        .json(body))
+}
+
+/// Get one of the caller's tasks.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 200, description = "The task", body = TaskResponse),
+        (status = 400, description = "The id is not a valid task id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get_task(
+    caller: Caller,
+    id: TaskIdPath,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    found(state.repo.get(&caller.0, id.0).await?, &caller.0)
+}
+
+/// Update some fields of one of the caller's tasks.
+#[utoipa::path(
+    put,
+    path = "/api/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    request_body = UpdateTaskRequest,
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 200, description = "The updated task", body = TaskResponse),
+        (status = 400, description = "Invalid id or body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn update_task(
+    caller: Caller,
+    id: TaskIdPath,
+    state: web::Data<AppState>,
+    body: JsonBody<UpdateTaskRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let patch = TaskPatch::try_from(body.0)?;
+    found(state.repo.update(&caller.0, id.0, patch).await?, &caller.0)
+}
+
+/// Delete one of the caller's tasks.
+#[utoipa::path(
+    delete,
+    path = "/api/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 204, description = "Deleted; empty body"),
+        (status = 400, description = "The id is not a valid task id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete_task(
+    caller: Caller,
+    id: TaskIdPath,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if state.repo.delete(&caller.0, id.0).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::TaskNotFound)
+    }
+}
+
+/// Toggle `completed` on one of the caller's tasks (atomically).
+#[utoipa::path(
+    patch,
+    path = "/api/tasks/{id}/complete",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 200, description = "The task with `completed` flipped", body = TaskResponse),
+        (status = 400, description = "The id is not a valid task id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn toggle_task(
+    caller: Caller,
+    id: TaskIdPath,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    found(state.repo.toggle(&caller.0, id.0).await?, &caller.0)
+}

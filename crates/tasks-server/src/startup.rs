@@ -1,0 +1,237 @@
+//! Building and running the application: the one place where adapters are
+//! chosen and plugged into ports.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::{App, HttpResponse, HttpServer, middleware::from_fn, web};
+use anyhow::Context as _;
+use tasks_auth::Hs256Verifier;
+use tasks_ports::{TaskRepository, TokenVerifier};
+use tasks_store::{DieselTaskStore, run_migrations};
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
+
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::middleware::{REQUEST_ID, request_context};
+use crate::openapi;
+use crate::routes::{health, tasks};
+use crate::settings::Settings;
+
+/// What every handler can reach: the two ports, nothing else.
+pub struct AppState {
+    pub repo: Arc<dyn TaskRepository>,
+    pub verifier: Arc<dyn TokenVerifier>,
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects the store (running migrations if configured), builds the
+    /// verifier, and binds the listener (`PORT=0` picks a free port).
+    ///
+    /// # Errors
+    /// Invalid configuration, migrations that cannot be applied, or a port
+    /// that cannot be bound.
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        settings.ensure_auth()?;
+        if settings.auth.development_secret {
+            tracing::warn!(
+                "DEVELOPMENT MODE: no JWT_SECRET, BETTER_AUTH_SECRET or BETTER_AUTH_URL is set, so tokens are checked against a secret generated into {}. Mint one with `tasks-server token <user-id>`. Never run like this in production (use --production or APP_ENV=production to forbid it).",
+                settings
+                    .data_dir
+                    .join(crate::settings::DEV_SECRET_FILE)
+                    .display()
+            );
+        }
+        let store = DieselTaskStore::connect(&settings.store)?;
+        if settings.run_migrations {
+            migrate_with_retry(&settings).await?;
+        }
+        let verifier = build_verifier(&settings)?;
+        let state = web::Data::new(AppState {
+            repo: Arc::new(store),
+            verifier,
+        });
+
+        let listener =
+            TcpListener::bind((settings.host.as_str(), settings.port)).with_context(|| {
+                format!(
+                    "cannot listen on HOST={} PORT={}",
+                    settings.host, settings.port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            address = %listener.local_addr()?,
+            database = %settings.store.location.describe(),
+            workers = settings.workers,
+            "tasks service listening; API docs at /docs/"
+        );
+
+        let origins = settings.cors_origins.clone();
+        let limit = BodyLimit(settings.max_body_bytes);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(limit)
+                .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+                    ApiError::Validation(format!("Invalid query string: {err}")).into()
+                }))
+                .wrap(cors(&origins))
+                .wrap(from_fn(request_context))
+                .configure(routes)
+        })
+        .listen(listener)?
+        .workers(settings.workers)
+        .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
+        .client_request_timeout(settings.client_request_timeout)
+        .run();
+
+        Ok(Self { port, server })
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests, signal handlers).
+    #[must_use]
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C; in-flight requests then get up to
+    /// `SHUTDOWN_TIMEOUT` to finish.
+    ///
+    /// # Errors
+    /// The server failed while running.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/api/tasks", "/api/tasks/"])
+            .route(web::get().to(tasks::list_tasks))
+            .route(web::post().to(tasks::create_task)),
+    )
+    .service(
+        web::resource(["/api/tasks/{id}", "/api/tasks/{id}/"])
+            .route(web::get().to(tasks::get_task))
+            .route(web::put().to(tasks::update_task))
+            .route(web::delete().to(tasks::delete_task)),
+    )
+    .service(
+        web::resource(["/api/tasks/{id}/complete", "/api/tasks/{id}/complete/"])
+            .route(web::patch().to(tasks::toggle_task)),
+    )
+    .service(web::resource("/health").route(web::get().to(health::health)))
+    .service(web::resource("/ready").route(web::get().to(health::ready)))
+    .service(web::resource("/docs").route(web::get().to(|| async {
+        HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, "/docs/"))
+            .finish()
+    })))
+    .service(
+        SwaggerUi::new("/docs/{_:.*}")
+            .url("/openapi.json", openapi::document())
+            .config(
+                SwaggerConfig::new(["/openapi.json"])
+                    .validator_url("none")
+                    .persist_authorization(true)
+                    .try_it_out_enabled(true),
+            ),
+    )
+    .default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::NotFound("Not found".into()))
+    }));
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            REQUEST_ID.clone(),
+        ])
+        .expose_headers([REQUEST_ID.clone(), header::LOCATION, header::RETRY_AFTER])
+        .max_age(600)
+        // A foreign origin gets an ordinary response without CORS headers, so
+        // the browser blocks it; non-browser clients are unaffected.
+        .block_on_origin_mismatch(false);
+    if origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin().send_wildcard();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin);
+        }
+        cors = cors.supports_credentials();
+    }
+    cors
+}
+
+/// Applies migrations, waiting for a database that is still starting (as in
+/// `docker compose up`) for up to `DATABASE_STARTUP_TIMEOUT`.
+async fn migrate_with_retry(settings: &Settings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match run_migrations(&settings.store).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "database migrations applied");
+                }
+                return Ok(());
+            }
+            Err(e) if started.elapsed() + delay < settings.database_startup_timeout => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "database not ready for migrations; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "running migrations on {}",
+                    settings.store.location.describe()
+                )));
+            }
+        }
+    }
+}
+
+fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    let auth = &settings.auth;
+    if auth.better_auth_url.is_some() || auth.jwks_url.is_some() {
+        anyhow::bail!(
+            "BETTER_AUTH_URL / JWKS_URL: Better Auth JWKS verification is not available in this build yet; use JWT_SECRET"
+        );
+    }
+    let secret = auth
+        .hs256_secret
+        .as_ref()
+        .context("no token verifier configured")?;
+    if secret.expose().len() < 32 && !auth.development_secret {
+        tracing::warn!(
+            "JWT_SECRET is shorter than 32 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    Ok(Arc::new(Hs256Verifier::new(
+        secret.expose().as_bytes(),
+        &auth.rules,
+    )))
+}

@@ -1,0 +1,66 @@
+//! Translating driver and pool errors into the port's two failure kinds.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::PoolError as ManagerError;
+use diesel_async::pooled_connection::deadpool::PoolError;
+use tasks_ports::RepoError;
+
+/// Any failure to get a connection means the database is out of reach or
+/// saturated: both are worth retrying.
+pub(crate) fn pool_error(err: PoolError) -> RepoError {
+    let detail = match &err {
+        PoolError::Timeout(kind) => format!("timed out waiting for a connection ({kind:?})"),
+        PoolError::Backend(ManagerError::ConnectionError(e)) => {
+            format!("could not connect: {e}")
+        }
+        PoolError::Backend(ManagerError::QueryError(e)) => {
+            format!("connection check failed: {e}")
+        }
+        PoolError::Closed => "the connection pool is closed".to_owned(),
+        PoolError::NoRuntimeSpecified => "no runtime for pool timeouts".to_owned(),
+        PoolError::PostCreateHook(e) => format!("connection set-up failed: {e}"),
+    };
+    RepoError::Unavailable(anyhow::anyhow!(detail))
+}
+
+/// Errors while a query ran: connection-level problems are `Unavailable`,
+/// everything else `Unexpected`.
+pub(crate) fn query_error(err: DieselError) -> RepoError {
+    if is_transient(&err) {
+        RepoError::Unavailable(anyhow::Error::new(err).context("the database did not answer"))
+    } else {
+        RepoError::Unexpected(anyhow::Error::new(err).context("query failed"))
+    }
+}
+
+fn is_transient(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(kind, info) => match kind {
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::SerializationFailure
+            | DatabaseErrorKind::ReadOnlyTransaction => true,
+            _ => {
+                // SQLSTATE classes 08 (connection), 53 (resources), 57
+                // (operator intervention) reach diesel as `Unknown` with only
+                // their message; SQLite reports lock contention the same way.
+                const TRANSIENT: &[&str] = &[
+                    "terminating connection",
+                    "the database system is",
+                    "too many clients",
+                    "too many connections",
+                    "canceling statement due to",
+                    "connection",
+                    "database is locked",
+                    "database table is locked",
+                    "disk I/O error",
+                    "unable to open database",
+                ];
+                let message = info.message();
+                TRANSIENT.iter().any(|needle| message.contains(needle))
+            }
+        },
+        DieselError::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
