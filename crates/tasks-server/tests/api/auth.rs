@@ -1,0 +1,164 @@
+//! Bearer tokens: every way a token can be wrong is a 401 with the envelope
+//! and a `WWW-Authenticate: Bearer` challenge, on every endpoint.
+
+use jsonwebtoken::Algorithm;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, assert_error, now, sign, sign_with};
+use crate::on_both_backends;
+
+const ENDPOINTS: [(&str, &str); 6] = [
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/1"),
+    ("PUT", "/api/tasks/1"),
+    ("DELETE", "/api/tasks/1"),
+    ("PATCH", "/api/tasks/1/complete"),
+];
+
+async fn expect_401(app: &TestApp, method: &str, path: &str, authorization: Option<&str>) -> Value {
+    let mut req = app
+        .client
+        .request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            app.url(path),
+        )
+        .json(&json!({"title": "x"}));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let res = req.send().await.unwrap();
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer"),
+        "{method} {path}: challenge {challenge:?}"
+    );
+    assert_error(res, 401, "authentication_error").await
+}
+
+async fn every_endpoint_requires_a_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (method, path) in ENDPOINTS {
+        expect_401(&app, method, path, None).await;
+        expect_401(&app, method, path, Some("")).await;
+        expect_401(&app, method, path, Some("Bearer")).await;
+        expect_401(&app, method, path, Some("Bearer    ")).await;
+        expect_401(&app, method, path, Some("Basic YWxpY2U6c2VjcmV0")).await;
+        expect_401(&app, method, path, Some("Bearer not-a-jwt")).await;
+    }
+    // Nothing was created by the unauthenticated POSTs.
+    let token = app.token("alice");
+    assert!(app.list_ok(&token).await.is_empty());
+}
+
+async fn bad_tokens_are_rejected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = now();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired beyond leeway",
+            sign(&json!({"sub": "alice", "exp": t - 120})),
+        ),
+        ("no exp", sign(&json!({"sub": "alice"}))),
+        ("no sub", sign(&json!({"exp": t + 600}))),
+        ("empty sub", sign(&json!({"sub": "", "exp": t + 600}))),
+        ("numeric sub", sign(&json!({"sub": 42, "exp": t + 600}))),
+        (
+            "object sub",
+            sign(&json!({"sub": {"id": "alice"}, "exp": t + 600})),
+        ),
+        (
+            "wrong secret",
+            sign_with(
+                &json!({"sub": "alice", "exp": t + 600}),
+                Algorithm::HS256,
+                b"some-other-secret-entirely-123456",
+            ),
+        ),
+        (
+            "HS512",
+            sign_with(
+                &json!({"sub": "alice", "exp": t + 600}),
+                Algorithm::HS512,
+                crate::helpers::SECRET.as_bytes(),
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(&json!({"sub": "alice", "exp": t + 600, "nbf": t + 300})),
+        ),
+        // {"alg":"none"} with a valid-looking payload and no signature.
+        (
+            "alg none",
+            format!(
+                "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+                b64(&json!({"sub": "alice", "exp": t + 600}))
+            ),
+        ),
+        (
+            "truncated",
+            sign(&json!({"sub": "alice", "exp": t + 600}))
+                .rsplit_once('.')
+                .unwrap()
+                .0
+                .to_owned(),
+        ),
+        (
+            "oversized",
+            sign(&json!({"sub": "alice", "exp": t + 600, "pad": "x".repeat(9000)})),
+        ),
+    ];
+    for (what, token) in cases {
+        let body = expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {token}"))).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(!detail.contains(&token), "{what}: the token is echoed");
+    }
+    // Within the 60 s leeway an expired token still works; the scheme is case-insensitive.
+    let recent = sign(&json!({"sub": "alice", "exp": t - 20}));
+    let res = app.list(&recent, "").await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .client
+        .get(app.url("/api/tasks"))
+        .header("authorization", format!("bearer {recent}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn tampered_payload_is_rejected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("alice");
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = b64(&json!({"sub": "mallory", "exp": now() + 600}));
+    let forged = parts.join(".");
+    expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {forged}"))).await;
+}
+
+fn b64(v: &Value) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = serde_json::to_vec(v).unwrap();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+on_both_backends!(
+    every_endpoint_requires_a_token,
+    bad_tokens_are_rejected,
+    tampered_payload_is_rejected
+);

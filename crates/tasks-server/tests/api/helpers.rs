@@ -1,0 +1,383 @@
+//! Test harness: a fresh database per test, the real app on a free port, one
+//! helper per endpoint.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use reqwest::{Method, Response};
+use serde_json::Value;
+use tasks_server::{Application, Settings};
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Generates one `#[tokio::test]` per backend for each named
+/// `async fn name(backend: Backend)` in the invoking module.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static CLEANUP: Once = Once::new();
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL has a database name");
+    match query {
+        Some(q) => format!("{prefix}/{db}?{q}"),
+        None => format!("{prefix}/{db}"),
+    }
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let url = admin_url();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL tests need a server at TEST_DATABASE_URL ({url}); they never skip. Start one (e.g. `pg_ctlcluster 15 main start`). Error: {e}"
+            )
+        });
+    tokio::spawn(conn);
+    client
+}
+
+/// A database that is dropped when the guard is.
+pub enum TestDb {
+    Postgres { name: String },
+    Sqlite { dir: PathBuf },
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> (Self, String) {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        match backend {
+            Backend::Postgres => {
+                let client = admin().await;
+                drop_stale_databases(&client).await;
+                let name = format!("tasks_t_{pid}_{n}");
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let url = with_database(&admin_url(), &name);
+                (Self::Postgres { name }, url)
+            }
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("tasks_t_{pid}_{n}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("create temp dir");
+                let url = format!("sqlite://{}", dir.join("tasks.db").display());
+                (Self::Sqlite { dir }, url)
+            }
+        }
+    }
+}
+
+/// Databases left behind by test processes that died (killed, aborted).
+async fn drop_stale_databases(client: &tokio_postgres::Client) {
+    let rows = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'tasks\\_t\\_%'",
+            &[],
+        )
+        .await
+        .expect("list databases");
+    let me = std::process::id().to_string();
+    let mut stale = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).unwrap_or("");
+        if pid != me && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            stale.push(name);
+        }
+    }
+    CLEANUP.call_once(|| {});
+    for name in stale {
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self {
+            Self::Postgres { name } => {
+                let name = name.clone();
+                // Drop runs outside any async context we may block; use a
+                // private runtime on a private thread.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        if let Ok((client, conn)) =
+                            tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
+                        {
+                            tokio::spawn(conn);
+                            let _ = client
+                                .batch_execute(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
+                                .await;
+                        }
+                    });
+                })
+                .join();
+            }
+            Self::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub database_url: String,
+    handle: actix_web::dev::ServerHandle,
+    _db: Arc<TestDb>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Starts the app with extra settings (`NAME`, value) on top of the test
+    /// defaults.
+    pub async fn spawn_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let (db, url) = TestDb::create(backend).await;
+        Self::spawn_on(backend, Arc::new(db), &url, extra).await
+    }
+
+    pub async fn spawn_on(
+        backend: Backend,
+        db: Arc<TestDb>,
+        url: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("DATABASE_URL", url),
+            ("JWT_SECRET", SECRET),
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("WORKERS", "2"),
+            (
+                "CORS_ORIGINS",
+                "http://localhost:3000,https://app.example.com",
+            ),
+        ];
+        pairs.extend_from_slice(extra);
+        let settings = Settings::from_pairs(pairs).expect("test settings");
+        let app = Application::build(settings).await.expect("build app");
+        let port = app.port();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            backend,
+            database_url: url.to_owned(),
+            handle,
+            _db: db,
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        token_for(user)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn create(&self, token: &str, body: &Value) -> Response {
+        self.request(Method::POST, "/api/tasks", Some(token), Some(body))
+            .await
+    }
+
+    /// Creates a task and returns its JSON, asserting 201.
+    pub async fn create_ok(&self, token: &str, title: &str) -> Value {
+        let res = self
+            .create(token, &serde_json::json!({ "title": title }))
+            .await;
+        assert_eq!(res.status(), 201, "create {title:?}");
+        res.json().await.expect("task json")
+    }
+
+    pub async fn list(&self, token: &str, query: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/api/tasks{query}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn list_ok(&self, token: &str) -> Vec<Value> {
+        let res = self.list(token, "").await;
+        assert_eq!(res.status(), 200);
+        res.json().await.expect("list json")
+    }
+
+    pub async fn get(&self, token: &str, id: impl std::fmt::Display) -> Response {
+        self.request(Method::GET, &format!("/api/tasks/{id}"), Some(token), None)
+            .await
+    }
+
+    pub async fn update(&self, token: &str, id: impl std::fmt::Display, body: &Value) -> Response {
+        self.request(
+            Method::PUT,
+            &format!("/api/tasks/{id}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, token: &str, id: impl std::fmt::Display) -> Response {
+        self.request(
+            Method::DELETE,
+            &format!("/api/tasks/{id}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn toggle(&self, token: &str, id: impl std::fmt::Display) -> Response {
+        self.request(
+            Method::PATCH,
+            &format!("/api/tasks/{id}/complete"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+pub fn token_for(user: &str) -> String {
+    tasks_auth::issue_hs256(
+        SECRET.as_bytes(),
+        user,
+        600,
+        &tasks_auth::ClaimRules::default(),
+    )
+    .expect("token")
+}
+
+/// Signs arbitrary claims with the test secret.
+pub fn sign(claims: &Value) -> String {
+    sign_with(claims, jsonwebtoken::Algorithm::HS256, SECRET.as_bytes())
+}
+
+pub fn sign_with(claims: &Value, alg: jsonwebtoken::Algorithm, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("sign")
+}
+
+pub fn now() -> i64 {
+    i64::try_from(jsonwebtoken::get_current_timestamp()).expect("time")
+}
+
+/// Asserts the error envelope and returns its body.
+pub async fn assert_error(res: Response, status: u16, error_type: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type:?}"
+    );
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_eq!(body["status_code"], status, "{body}");
+    assert_eq!(body["error_type"], error_type, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        body.as_object().map(serde_json::Map::len),
+        Some(3),
+        "{body}"
+    );
+    body
+}

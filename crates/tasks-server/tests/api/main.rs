@@ -1,0 +1,20 @@
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, with the message"
+)]
+
+//! HTTP tests: each test starts the real application on a fresh database,
+//! once on PostgreSQL (TEST_DATABASE_URL) and once on an SQLite file, and talks
+//! to it over real HTTP.
+
+mod helpers;
+
+mod auth;
+mod cors;
+mod errors;
+mod isolation;
+mod operations;
+mod outage;
+mod tasks;
+mod validation;
