@@ -37,6 +37,9 @@ enum Command {
     },
     /// Print the OpenAPI document as YAML (what contracts/openapi.yaml holds).
     Openapi,
+    /// Exit 0 if the service on HOST:PORT answers /ready with 200 (for
+    /// container health checks, where no curl is installed).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -114,5 +117,30 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             print!("{}", tasks_server::openapi::yaml()?);
             Ok(())
         }
+        Command::Healthcheck => healthcheck(&settings),
+    }
+}
+
+fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let host = match settings.host.as_str() {
+        "0.0.0.0" => "127.0.0.1",
+        "::" => "::1",
+        other => other,
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, settings.port))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve HOST={host}"))?;
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" {
+        println!("ready");
+        Ok(())
+    } else {
+        anyhow::bail!("not ready: {}", String::from_utf8_lossy(&head))
     }
 }

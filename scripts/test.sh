@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of the project. This is the README's test command, and
+# .ci/run runs exactly this script.
+#
+# Needs: a Rust toolchain and a PostgreSQL server (TEST_DATABASE_URL, default
+# postgres://postgres@127.0.0.1:5432/postgres). If that server is local and
+# down, it is started with pg_ctlcluster. The PostgreSQL tests never skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+
+if [[ "$TEST_DATABASE_URL" == *"@127.0.0.1:5432/"* || "$TEST_DATABASE_URL" == *"@localhost:5432/"* ]]; then
+  if ! pg_up; then
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+      version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+      echo "PostgreSQL is down; starting cluster $version/main"
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    fi
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+    pg_up || { echo "error: no PostgreSQL at $TEST_DATABASE_URL; the tests need one" >&2; exit 1; }
+  fi
+fi
+
+cargo test --workspace --locked
