@@ -24,7 +24,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt as _;
@@ -93,14 +95,23 @@ macro_rules! with_conn {
     };
 }
 
-/// Settles a timed query: a connection whose query ran out of time is taken out
-/// of the pool and closed, since its state is unknown.
+/// Settles a timed query: a connection whose query ran out of time or failed
+/// at the connection level is taken out of the pool and closed, since its
+/// state is unknown.
 fn finish<M: deadpool::managed::Manager, T>(
     object: deadpool::managed::Object<M>,
     result: Result<QueryResult<T>, tokio::time::error::Elapsed>,
 ) -> Result<T, RepoError> {
     match result {
-        Ok(r) => r.map_err(query_error),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => {
+            let err = query_error(err);
+            if matches!(err, RepoError::Unavailable(_)) {
+                // The connection itself is suspect: never hand it out again.
+                drop(deadpool::managed::Object::take(object));
+            }
+            Err(err)
+        }
         Err(_elapsed) => {
             drop(deadpool::managed::Object::take(object));
             Err(RepoError::Unavailable(anyhow::anyhow!(
@@ -138,6 +149,10 @@ impl DieselTaskStore {
                 let connector = pg::PgConnector::new(url, config.connect_timeout)?;
                 let prepared = config.prepared_statements;
                 let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+                // A checkout checks that the socket is open and no transaction
+                // is left over, without a `SELECT 1` round trip per request;
+                // connections that fail mid-query are discarded in `finish`.
+                manager_config.recycling_method = RecyclingMethod::Fast;
                 manager_config.custom_setup = Box::new(move |_url| {
                     let connector = connector.clone();
                     async move {
@@ -170,6 +185,7 @@ impl DieselTaskStore {
                 }
                 let busy_ms = config.query_timeout.as_millis();
                 let mut manager_config = ManagerConfig::<SqliteConn>::default();
+                manager_config.recycling_method = RecyclingMethod::Fast;
                 manager_config.custom_setup = Box::new(move |url| {
                     let url = url.to_owned();
                     async move {
