@@ -38,6 +38,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("Too many requests; retry in {0} s")]
+    RateLimited(u64),
     #[error("The service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
     #[error("Internal server error")]
@@ -52,6 +54,7 @@ impl ApiError {
             Self::Unauthorized(_) => "authentication_error",
             Self::TaskNotFound | Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -101,6 +104,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,6 +123,11 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = envelope(self.status_code(), self.error_type(), self.to_string());
+        if let Self::RateLimited(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
         if let Self::Unauthorized(reason) = self {
             let challenge = if reason.starts_with("Missing") {
                 HeaderValue::from_static("Bearer")

@@ -29,6 +29,9 @@ impl FromRequest for Caller {
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
             let token = token?;
             let owner = state.verifier.verify(&token).await?;
+            if let Some(limiter) = &state.rate_limiter {
+                limiter.check(&owner).map_err(ApiError::RateLimited)?;
+            }
             Ok(Self(owner))
         })
     }

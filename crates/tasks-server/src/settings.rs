@@ -67,6 +67,8 @@ struct Raw {
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
     client_request_timeout: Option<String>,
+    rate_limit_per_minute: Option<String>,
+    rate_limit_burst: Option<String>,
 }
 
 /// How log lines are written.
@@ -111,6 +113,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub client_request_timeout: Duration,
+    /// Requests per user per minute; `None` (the default) is unlimited.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Bucket size: requests a user may make at once (default: one minute's worth).
+    pub rate_limit_burst: Option<u32>,
 }
 
 /// Name of the file, inside the data directory, holding the generated
@@ -299,8 +305,22 @@ impl Settings {
             bail!("MAX_BODY_BYTES must be at least 1024 (got {max_body_bytes})");
         }
 
+        let rate_limit_per_minute: u32 = parse_or(
+            "RATE_LIMIT_PER_MINUTE",
+            raw.rate_limit_per_minute.as_deref(),
+            0,
+        )?;
+        let rate_limit_burst: Option<u32> = non_empty(raw.rate_limit_burst.as_deref())
+            .map(|v| parse_or("RATE_LIMIT_BURST", Some(v), 0))
+            .transpose()?;
+        if rate_limit_burst == Some(0) {
+            bail!("RATE_LIMIT_BURST must be at least 1");
+        }
+
         Ok(Self {
             production,
+            rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
+            rate_limit_burst,
             host,
             port,
             workers,

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::extract::BodyLimit;
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
+use crate::ratelimit::RateLimiter;
 use crate::routes::{health, tasks};
 use crate::settings::Settings;
 
@@ -26,6 +27,8 @@ use crate::settings::Settings;
 pub struct AppState {
     pub repo: Arc<dyn TaskRepository>,
     pub verifier: Arc<dyn TokenVerifier>,
+    /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
+    pub rate_limiter: Option<RateLimiter>,
 }
 
 /// A built, bound, not yet running service.
@@ -60,6 +63,9 @@ impl Application {
         let state = web::Data::new(AppState {
             repo: Arc::new(store),
             verifier,
+            rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
+                RateLimiter::new(per_minute, settings.rate_limit_burst.unwrap_or(per_minute))
+            }),
         });
 
         let listener =

@@ -14,6 +14,7 @@ mod auth;
 mod cors;
 mod errors;
 mod isolation;
+mod limits;
 mod operations;
 mod outage;
 mod tasks;
