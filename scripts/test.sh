@@ -2,9 +2,10 @@
 # Runs every test of the project. This is the README's test command, and
 # .ci/run runs exactly this script.
 #
-# Needs: a Rust toolchain and a PostgreSQL server (TEST_DATABASE_URL, default
-# postgres://postgres@127.0.0.1:5432/postgres). If that server is local and
-# down, it is started with pg_ctlcluster. The PostgreSQL tests never skip.
+# Needs: a Rust toolchain, a PostgreSQL server (TEST_DATABASE_URL, default
+# postgres://postgres@127.0.0.1:5432/postgres) and PgBouncer. If that server is
+# local and down, it is started with pg_ctlcluster; PgBouncer is installed
+# from Debian's packages when missing (as root). The PostgreSQL tests never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,20 @@ if [[ "$TEST_DATABASE_URL" == *"@127.0.0.1:5432/"* || "$TEST_DATABASE_URL" == *"
     fi
     for _ in $(seq 1 30); do pg_up && break; sleep 1; done
     pg_up || { echo "error: no PostgreSQL at $TEST_DATABASE_URL; the tests need one" >&2; exit 1; }
+  fi
+fi
+
+# PgBouncer: the scale-out tests run every HTTP test through it as well.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing PgBouncer (Debian package) for the scale-out tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q pgbouncer >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q pgbouncer >/dev/null; }
+    # The package starts its own service; the tests start theirs.
+    (service pgbouncer stop || pkill -x pgbouncer) >/dev/null 2>&1 || true
+  else
+    echo "error: the tests need PgBouncer (Debian: apt-get install pgbouncer)" >&2
+    exit 1
   fi
 fi
 

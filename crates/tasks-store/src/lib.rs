@@ -76,8 +76,19 @@ macro_rules! with_conn {
                 use crate::schema::pg::tasks;
                 let mut object = pool.get().await.map_err(pool_error)?;
                 let result = {
-                    let $conn: &mut AsyncPgConnection = &mut object;
-                    tokio::time::timeout($store.query_timeout, async { $body }).await
+                    let conn: &mut AsyncPgConnection = &mut object;
+                    tokio::time::timeout($store.query_timeout, async {
+                        if $store.prepared_statements {
+                            let $conn = conn;
+                            $body
+                        } else {
+                            // Behind a transaction-pooling PgBouncer, prepare,
+                            // execute and close must reach the same server:
+                            // an explicit transaction pins one.
+                            conn.transaction(async |$conn| $body).await
+                        }
+                    })
+                    .await
                 };
                 finish(object, result)
             }
@@ -130,6 +141,7 @@ enum Backend {
 pub struct DieselTaskStore {
     backend: Backend,
     query_timeout: Duration,
+    prepared_statements: bool,
 }
 
 impl DieselTaskStore {
@@ -156,7 +168,11 @@ impl DieselTaskStore {
                 manager_config.custom_setup = Box::new(move |_url| {
                     let connector = connector.clone();
                     async move {
-                        let mut conn = connector.connect().await?;
+                        let mut conn = if prepared {
+                            connector.connect().await?
+                        } else {
+                            connector.connect_pooled().await?
+                        };
                         if !prepared {
                             AsyncConnection::set_prepared_statement_cache_size(
                                 &mut conn,
@@ -215,6 +231,7 @@ impl DieselTaskStore {
         Ok(Self {
             backend,
             query_timeout: config.query_timeout,
+            prepared_statements: config.prepared_statements,
         })
     }
 

@@ -17,7 +17,8 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const MIGRATION_LOCK: i64 = 0x7461_736b_735f_6462; // "tasks_db"
 
 /// Applies pending migrations and returns the versions it applied. Instances
-/// starting together on one PostgreSQL serialise on an advisory lock.
+/// starting together on one PostgreSQL serialise on an advisory lock, and
+/// all pending migrations apply in one transaction (all or none).
 ///
 /// # Errors
 /// The database cannot be reached or a migration failed (it is rolled back).
@@ -30,10 +31,13 @@ pub async fn run_migrations(config: &StoreConfig) -> anyhow::Result<Vec<String>>
                 .context("connecting to PostgreSQL to run migrations")?;
             tokio::task::spawn_blocking(move || {
                 let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
-                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
-                let applied = apply(&mut conn, POSTGRES);
-                conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
-                applied
+                // One transaction for the lock and every migration: the lock
+                // ends with it, and a transaction-pooling PgBouncer keeps the
+                // whole run on one server connection.
+                conn.transaction(|conn| {
+                    conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+                    apply(conn, POSTGRES)
+                })
             })
             .await
             .context("migration task panicked")?

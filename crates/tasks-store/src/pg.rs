@@ -59,6 +59,35 @@ impl PgConnector {
             .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
     }
+
+    /// Opens one connection through a transaction-pooling PgBouncer.
+    /// diesel-async sets the session up with prepared statements; behind
+    /// PgBouncer their prepare and execute could land on different servers,
+    /// so the set-up runs inside one transaction, which pins one server.
+    ///
+    /// # Errors
+    /// Connecting, the TLS handshake or the set-up failed.
+    pub async fn connect_pooled(&self) -> Result<AsyncPgConnection, ConnectionError> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        let mut conn = AsyncPgConnection::try_from(client).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, "COMMIT")
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
 }
 
 /// Maps libpq's `verify-ca`/`verify-full`, which tokio-postgres does not

@@ -18,10 +18,14 @@ pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub enum Backend {
     Postgres,
     Sqlite,
+    /// PostgreSQL through PgBouncer in transaction pooling mode, as behind
+    /// Neon's pooled endpoint.
+    PgBouncer,
 }
 
-/// Generates one `#[tokio::test]` per backend for each named
-/// `async fn name(backend: Backend)` in the invoking module.
+/// Generates one `#[tokio::test]` per backend (PostgreSQL, SQLite, and
+/// PostgreSQL through PgBouncer) for each named `async fn name(backend:
+/// Backend)` in the invoking module.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -38,6 +42,14 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod pgbouncer {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::PgBouncer).await;
                 }
             )*
         }
@@ -89,7 +101,7 @@ impl TestDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         match backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
                 let client = admin().await;
                 drop_stale_databases(&client).await;
                 let name = format!("tasks_t_{pid}_{n}");
@@ -97,7 +109,11 @@ impl TestDb {
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .await
                     .expect("create test database");
-                let url = with_database(&admin_url(), &name);
+                let url = if backend == Backend::PgBouncer {
+                    format!("postgres://postgres@127.0.0.1:{}/{name}", pgbouncer_port())
+                } else {
+                    with_database(&admin_url(), &name)
+                };
                 (Self::Postgres { name }, url)
             }
             Backend::Sqlite => {
@@ -210,6 +226,9 @@ impl TestApp {
                 "http://localhost:3000,https://app.example.com",
             ),
         ];
+        if backend == Backend::PgBouncer {
+            pairs.push(("DATABASE_PREPARED_STATEMENTS", "false"));
+        }
         pairs.extend_from_slice(extra);
         let settings = Settings::from_pairs(pairs).expect("test settings");
         let app = Application::build(settings).await.expect("build app");
@@ -380,4 +399,73 @@ pub async fn assert_error(res: Response, status: u16, error_type: &str) -> Value
         "{body}"
     );
     body
+}
+
+static PGBOUNCER: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
+/// Starts one PgBouncer for this test process (transaction pooling, every
+/// database of the test server), and returns its port. A small watchdog
+/// stops it when the test process exits, however it exits.
+pub fn pgbouncer_port() -> u16 {
+    *PGBOUNCER.get_or_init(|| {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("PgBouncer is needed for the scale-out tests: apt-get install pgbouncer (scripts/test.sh does)");
+        let admin = admin_url();
+        let after_at = admin.split('@').nth(1).unwrap_or("127.0.0.1:5432/postgres");
+        let host_port = after_at.split('/').next().unwrap_or("127.0.0.1:5432");
+        let (host, port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
+        let user = admin
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('@').next())
+            .and_then(|u| u.split(':').next())
+            .unwrap_or("postgres");
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("tasks_pgbouncer_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("userlist.txt"), format!("\"{user}\" \"\"\n")).unwrap();
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n* = host={host} port={port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = transaction\nmax_client_conn = 2000\ndefault_pool_size = 20\nignore_startup_parameters = extra_float_digits,options\n",
+                dir.join("userlist.txt").display()
+            ),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for f in ["", "userlist.txt", "pgbouncer.ini"] {
+                let mode = if f.is_empty() { 0o755 } else { 0o644 };
+                std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        let as_user = if std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n")) {
+            "-u postgres"
+        } else {
+            ""
+        };
+        let script = format!(
+            "{binary} {as_user} {ini} >/dev/null 2>&1 & pgb=$!; while kill -0 {me} 2>/dev/null && kill -0 $pgb 2>/dev/null; do sleep 1; done; kill $pgb 2>/dev/null; rm -rf {dir}",
+            ini = dir.join("pgbouncer.ini").display(),
+            me = std::process::id(),
+            dir = dir.display(),
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start PgBouncer");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+                return listen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("PgBouncer did not start on port {listen}");
+    })
 }

@@ -304,3 +304,47 @@ async fn slow_database_is_503_not_a_pile_up() {
     wait_until_ready(&app).await;
     assert_eq!(app.list(&token, "").await.status(), 200);
 }
+
+/// Scale-out: two instances on one database, the second through PgBouncer in
+/// transaction pooling mode; a write through either is read through the
+/// other at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_direct_and_through_pgbouncer_agree() {
+    let (db, direct_url) = TestDb::create(Backend::Postgres).await;
+    let db = Arc::new(db);
+    let name = direct_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let pooled_url = format!(
+        "postgres://postgres@127.0.0.1:{}/{name}",
+        crate::helpers::pgbouncer_port()
+    );
+    let direct = TestApp::spawn_on(Backend::Postgres, db.clone(), &direct_url, &[]).await;
+    let pooled = TestApp::spawn_on(Backend::PgBouncer, db, &pooled_url, &[]).await;
+    let token = direct.token("alice");
+    for i in 0..20 {
+        let (writer, reader) = if i % 2 == 0 {
+            (&direct, &pooled)
+        } else {
+            (&pooled, &direct)
+        };
+        let task = writer.create_ok(&token, &format!("task {i}")).await;
+        let read: Value = reader.get(&token, &task["id"]).await.json().await.unwrap();
+        assert_eq!(read, task);
+        let toggled: Value = reader
+            .toggle(&token, &task["id"])
+            .await
+            .json()
+            .await
+            .unwrap();
+        let seen: Value = writer.get(&token, &task["id"]).await.json().await.unwrap();
+        assert_eq!(seen, toggled);
+    }
+    assert_eq!(direct.list_ok(&token).await, pooled.list_ok(&token).await);
+    assert_eq!(direct.list_ok(&token).await.len(), 20);
+}

@@ -260,10 +260,10 @@ async fn concurrent_toggles_are_atomic(backend: Backend) {
         let token = &token;
         async move {
             let res = app.toggle(token, id).await;
-            assert_eq!(res.status(), 200);
-            res.json::<Value>().await.unwrap()["completed"]
-                .as_bool()
-                .unwrap()
+            let status = res.status();
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body["completed"].as_bool().unwrap()
         }
     });
     let results = futures_util::future::join_all(futures).await;
