@@ -453,13 +453,14 @@ pub fn pgbouncer_port() -> u16 {
             me = std::process::id(),
             dir = dir.display(),
         );
-        std::process::Command::new("sh")
+        let mut watchdog = std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start PgBouncer");
+        std::thread::spawn(move || watchdog.wait());
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
                 return listen;
