@@ -34,6 +34,10 @@ impl TokenCache {
         }
     }
 
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     pub(crate) fn get(&self, key: &TokenHash) -> Option<OwnerId> {
         let mut entries = self.lock();
         let entry = entries.get(key)?;
