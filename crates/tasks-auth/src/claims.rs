@@ -1,3 +1,7 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
@@ -37,7 +41,9 @@ impl ClaimRules {
         v.leeway = self.leeway_secs.min(60);
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        // `sub` is checked by `Claims::owner`, which tells a missing subject
+        // from one that is not a string; jsonwebtoken reports both as missing.
+        v.set_required_spec_claims(&["exp"]);
         match &self.issuer {
             Some(iss) => v.set_issuer(&[iss]),
             None => v.iss = None,
@@ -55,9 +61,26 @@ impl ClaimRules {
 pub(crate) struct Claims {
     #[serde(default)]
     sub: Option<serde_json::Value>,
+    /// Already checked by jsonwebtoken (required, a number, not past); read
+    /// again only to know how long a verification result may be cached.
+    #[serde(default)]
+    exp: Option<f64>,
 }
 
 impl Claims {
+    /// The verified identity and how long it holds (until `exp`).
+    pub(crate) fn verified(&self) -> Result<Verified, VerifyError> {
+        let owner = self.owner()?;
+        let exp = self
+            .exp
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .ok_or_else(|| VerifyError::rejected("token has no expiry (exp)"))?;
+        Ok(Verified {
+            owner,
+            valid_until: UNIX_EPOCH + Duration::from_secs_f64(exp.min(1e12)),
+        })
+    }
+
     pub(crate) fn owner(&self) -> Result<OwnerId, VerifyError> {
         match &self.sub {
             None => Err(VerifyError::rejected("token has no subject (sub)")),
@@ -67,6 +90,70 @@ impl Claims {
             _ => Err(VerifyError::rejected("token subject must be a string")),
         }
     }
+}
+
+/// A successful verification: who the caller is, and until when this answer
+/// may be reused (a JWT's `exp`, a session's expiry or cache TTL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub owner: OwnerId,
+    pub valid_until: SystemTime,
+}
+
+/// The parts of a JWS protected header this crate looks at, read before any
+/// key is chosen. `jku`, `x5u`, `jwk` and `x5c` are deliberately not read:
+/// keys come only from configuration.
+#[derive(Debug)]
+pub(crate) struct JwtHeader {
+    pub(crate) alg: String,
+    pub(crate) kid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    #[serde(default)]
+    alg: Option<serde_json::Value>,
+    #[serde(default)]
+    kid: Option<serde_json::Value>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+/// Whether `token` has the shape of a JWS compact serialization.
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// Decodes the protected header of a compact JWS without trusting it.
+pub(crate) fn parse_header(token: &str) -> Result<JwtHeader, VerifyError> {
+    let malformed = || VerifyError::rejected("token header is malformed");
+    let (encoded, _) = token.split_once('.').ok_or_else(malformed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if raw.crit.is_some() {
+        return Err(VerifyError::rejected(
+            "token uses critical header extensions (crit), which are not supported",
+        ));
+    }
+    let alg = match raw.alg {
+        Some(serde_json::Value::String(a)) if !a.is_empty() => a,
+        _ => return Err(VerifyError::rejected("token header has no algorithm (alg)")),
+    };
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(VerifyError::rejected(
+            "token algorithm is not accepted: unsigned tokens (alg none) are refused",
+        ));
+    }
+    let kid = match raw.kid {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k),
+        Some(_) => {
+            return Err(VerifyError::rejected(
+                "token key id (kid) must be a non-empty string",
+            ));
+        }
+    };
+    Ok(JwtHeader { alg, kid })
 }
 
 /// Cheap checks before any decoding.

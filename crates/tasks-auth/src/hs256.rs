@@ -4,7 +4,7 @@ use serde::Serialize;
 use tasks_domain::OwnerId;
 use tasks_ports::{TokenVerifier, VerifyError};
 
-use crate::claims::{ClaimRules, Claims, precheck, rejection};
+use crate::claims::{ClaimRules, Claims, Verified, precheck, rejection};
 
 /// Verifies HS256 JWTs signed with a shared secret.
 pub struct Hs256Verifier {
@@ -27,10 +27,19 @@ impl Hs256Verifier {
     /// [`VerifyError::Rejected`] for any token that is not a valid HS256 JWT
     /// signed with this secret, unexpired, with a string `sub`.
     pub fn verify_sync(&self, token: &str) -> Result<OwnerId, VerifyError> {
+        self.verify_detailed(token).map(|v| v.owner)
+    }
+
+    /// As [`Hs256Verifier::verify_sync`], also telling until when the token
+    /// holds (its `exp`).
+    ///
+    /// # Errors
+    /// As [`Hs256Verifier::verify_sync`].
+    pub fn verify_detailed(&self, token: &str) -> Result<Verified, VerifyError> {
         precheck(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| rejection(&e))?;
-        data.claims.owner()
+        data.claims.verified()
     }
 }
 

@@ -60,6 +60,10 @@ struct Raw {
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     jwt_leeway: Option<String>,
+    better_auth_database_url: Option<String>,
+    session_cache_ttl_secs: Option<String>,
+    jwks_refresh_cooldown_secs: Option<String>,
+    token_cache_size: Option<String>,
     cors_origins: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
@@ -92,6 +96,17 @@ pub struct AuthSettings {
     /// Where the JWKS lives (`JWKS_URL`, default `{BETTER_AUTH_URL}/api/auth/jwks`).
     pub jwks_url: Option<String>,
     pub rules: ClaimRules,
+    /// `BETTER_AUTH_SECRET` itself, to check signed session tokens.
+    pub better_auth_secret: Option<Secret>,
+    /// Better Auth's database (`BETTER_AUTH_DATABASE_URL`): session tokens
+    /// are checked against its `session` table when set.
+    pub session_database_url: Option<Secret>,
+    /// How long a checked session is trusted (`SESSION_CACHE_TTL_SECS`).
+    pub session_cache_ttl: Duration,
+    /// Least time between JWKS refetches for unknown kids (`JWKS_REFRESH_COOLDOWN_SECS`).
+    pub jwks_refresh_cooldown: Duration,
+    /// Entries of the verified-token cache, 0 = off (`TOKEN_CACHE_SIZE`).
+    pub token_cache_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -271,12 +286,49 @@ impl Settings {
             issuer: non_empty(raw.jwt_issuer.as_deref()).map(str::to_owned),
             audience: non_empty(raw.jwt_audience.as_deref()).map(str::to_owned),
         };
+        let session_database_url = match non_empty(raw.better_auth_database_url.as_deref()) {
+            None => None,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(Secret::new(url))
+            }
+            Some(_) => bail!(
+                "BETTER_AUTH_DATABASE_URL must be a postgres:// or postgresql:// URL (Better Auth's database)"
+            ),
+        };
+        let session_cache_ttl: u64 = parse_or(
+            "SESSION_CACHE_TTL_SECS",
+            raw.session_cache_ttl_secs.as_deref(),
+            30,
+        )?;
+        if session_cache_ttl > 3600 {
+            bail!("SESSION_CACHE_TTL_SECS must be between 0 and 3600 (got {session_cache_ttl})");
+        }
+        let jwks_refresh_cooldown: u64 = parse_or(
+            "JWKS_REFRESH_COOLDOWN_SECS",
+            raw.jwks_refresh_cooldown_secs.as_deref(),
+            30,
+        )?;
+        if !(1..=3600).contains(&jwks_refresh_cooldown) {
+            bail!(
+                "JWKS_REFRESH_COOLDOWN_SECS must be between 1 and 3600 (got {jwks_refresh_cooldown})"
+            );
+        }
+        let token_cache_size: usize =
+            parse_or("TOKEN_CACHE_SIZE", raw.token_cache_size.as_deref(), 10_000)?;
+        if token_cache_size > 1_000_000 {
+            bail!("TOKEN_CACHE_SIZE must be between 0 and 1000000 (got {token_cache_size})");
+        }
         let auth = AuthSettings {
             hs256_secret: hs256,
             development_secret: false,
             better_auth_url,
             jwks_url,
             rules,
+            better_auth_secret: non_empty(raw.better_auth_secret.as_deref()).map(Secret::new),
+            session_database_url,
+            session_cache_ttl: Duration::from_secs(session_cache_ttl),
+            jwks_refresh_cooldown: Duration::from_secs(jwks_refresh_cooldown),
+            token_cache_size,
         };
 
         let cors_origins = parse_origins(
@@ -352,6 +404,7 @@ impl Settings {
         self.auth.hs256_secret.is_some()
             || self.auth.better_auth_url.is_some()
             || self.auth.jwks_url.is_some()
+            || self.auth.session_database_url.is_some()
     }
 
     /// Fills in the development secret when no authentication is configured,
@@ -366,7 +419,7 @@ impl Settings {
         }
         if self.production {
             bail!(
-                "no authentication configured: set JWT_SECRET (or BETTER_AUTH_SECRET) for shared-secret tokens, or BETTER_AUTH_URL for Better Auth JWKS. Production mode refuses to generate a development secret."
+                "no authentication configured: set JWT_SECRET (or BETTER_AUTH_SECRET) for shared-secret tokens, BETTER_AUTH_URL for Better Auth JWKS, or BETTER_AUTH_DATABASE_URL for Better Auth session tokens. Production mode refuses to generate a development secret."
             );
         }
         self.auth.hs256_secret = Some(development_secret(&self.data_dir)?);
@@ -517,6 +570,35 @@ mod tests {
         assert!(err(&[("APP_ENV", "staging")]).contains("APP_ENV"));
         assert!(err(&[("LOG_FORMAT", "xml")]).contains("LOG_FORMAT"));
         assert!(err(&[("BETTER_AUTH_URL", "localhost:3000")]).contains("BETTER_AUTH_URL"));
+    }
+
+    #[test]
+    fn better_auth_session_settings() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert!(s.auth.session_database_url.is_none());
+        assert_eq!(s.auth.session_cache_ttl, Duration::from_secs(30));
+        assert_eq!(s.auth.jwks_refresh_cooldown, Duration::from_secs(30));
+        assert_eq!(s.auth.token_cache_size, 10_000);
+        let s = Settings::from_pairs([
+            ("BETTER_AUTH_DATABASE_URL", "postgres://ba:pw@db/auth"),
+            ("SESSION_CACHE_TTL_SECS", "5"),
+            ("JWKS_REFRESH_COOLDOWN_SECS", "60"),
+            ("TOKEN_CACHE_SIZE", "0"),
+        ])
+        .unwrap();
+        assert!(s.has_auth());
+        assert_eq!(s.auth.session_cache_ttl, Duration::from_secs(5));
+        assert_eq!(s.auth.jwks_refresh_cooldown, Duration::from_secs(60));
+        assert_eq!(s.auth.token_cache_size, 0);
+        assert!(!format!("{s:?}").contains("pw@db"));
+        assert!(
+            err(&[("BETTER_AUTH_DATABASE_URL", "mysql://x")]).contains("BETTER_AUTH_DATABASE_URL")
+        );
+        assert!(err(&[("SESSION_CACHE_TTL_SECS", "soon")]).contains("SESSION_CACHE_TTL_SECS"));
+        assert!(err(&[("SESSION_CACHE_TTL_SECS", "7200")]).contains("SESSION_CACHE_TTL_SECS"));
+        assert!(err(&[("JWKS_REFRESH_COOLDOWN_SECS", "0")]).contains("JWKS_REFRESH_COOLDOWN_SECS"));
+        assert!(err(&[("TOKEN_CACHE_SIZE", "-1")]).contains("TOKEN_CACHE_SIZE"));
+        assert!(err(&[("TOKEN_CACHE_SIZE", "2000000")]).contains("TOKEN_CACHE_SIZE"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::{App, HttpResponse, HttpServer, middleware::from_fn, web};
 use anyhow::Context as _;
-use tasks_auth::Hs256Verifier;
+use tasks_auth::AuthConfig;
 use tasks_ports::{TaskRepository, TokenVerifier};
 use tasks_store::{DieselTaskStore, run_migrations};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
@@ -48,7 +48,7 @@ impl Application {
         settings.ensure_auth()?;
         if settings.auth.development_secret {
             tracing::warn!(
-                "DEVELOPMENT MODE: no JWT_SECRET, BETTER_AUTH_SECRET or BETTER_AUTH_URL is set, so tokens are checked against a secret generated into {}. Mint one with `tasks-server token <user-id>`. Never run like this in production (use --production or APP_ENV=production to forbid it).",
+                "DEVELOPMENT MODE: no JWT_SECRET, BETTER_AUTH_SECRET, BETTER_AUTH_URL or BETTER_AUTH_DATABASE_URL is set, so tokens are checked against a secret generated into {}. Mint one with `tasks-server token <user-id>`. Never run like this in production (use --production or APP_ENV=production to forbid it).",
                 settings
                     .data_dir
                     .join(crate::settings::DEV_SECRET_FILE)
@@ -222,22 +222,26 @@ async fn migrate_with_retry(settings: &Settings) -> anyhow::Result<()> {
 
 fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
     let auth = &settings.auth;
-    if auth.better_auth_url.is_some() || auth.jwks_url.is_some() {
-        anyhow::bail!(
-            "BETTER_AUTH_URL / JWKS_URL: Better Auth JWKS verification is not available in this build yet; use JWT_SECRET"
-        );
-    }
-    let secret = auth
-        .hs256_secret
-        .as_ref()
-        .context("no token verifier configured")?;
-    if secret.expose().len() < 32 && !auth.development_secret {
+    if let Some(secret) = &auth.hs256_secret
+        && secret.expose().len() < 32
+        && !auth.development_secret
+    {
         tracing::warn!(
             "JWT_SECRET is shorter than 32 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
         );
     }
-    Ok(Arc::new(Hs256Verifier::new(
-        secret.expose().as_bytes(),
-        &auth.rules,
-    )))
+    let expose = |s: &Option<crate::settings::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    let config = AuthConfig {
+        rules: auth.rules.clone(),
+        hs256_secret: expose(&auth.hs256_secret),
+        better_auth_url: auth.better_auth_url.clone(),
+        jwks_url: auth.jwks_url.clone(),
+        better_auth_secret: expose(&auth.better_auth_secret),
+        session_database_url: expose(&auth.session_database_url),
+        session_cache_ttl: auth.session_cache_ttl,
+        jwks_refresh_cooldown: auth.jwks_refresh_cooldown,
+        token_cache_size: auth.token_cache_size,
+        ..AuthConfig::default()
+    };
+    tasks_auth::build_verifier(&config).context("configuring token verification")
 }

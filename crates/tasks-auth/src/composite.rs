@@ -1,0 +1,239 @@
+//! One verifier in front of the configured ones: routes each token to the one
+//! verifier that can judge it, and caches successful answers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use tasks_domain::OwnerId;
+use tasks_ports::{TokenVerifier, VerifyError};
+
+use crate::cache::{TokenCache, token_hash};
+use crate::claims::{ClaimRules, Verified, looks_like_jwt, parse_header, precheck};
+use crate::hs256::Hs256Verifier;
+use crate::jwks::{JwksConfig, JwksVerifier, origin_of};
+use crate::session::{SessionConfig, SessionVerifier};
+
+/// Everything that decides how bearer tokens are verified.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// Leeway, and explicit `iss` / `aud` (`JWT_ISSUER`, `JWT_AUDIENCE`). For
+    /// HS256 they apply as given; for JWKS tokens they default to the origin
+    /// of `better_auth_url` (else of `jwks_url`), as Better Auth sets them.
+    pub rules: ClaimRules,
+    /// Shared secret for HS256 JWTs (`JWT_SECRET`).
+    pub hs256_secret: Option<String>,
+    /// Better Auth's base URL (`BETTER_AUTH_URL`); turns JWKS verification on.
+    pub better_auth_url: Option<String>,
+    /// JWKS location (`JWKS_URL`); default `{better_auth_url}/api/auth/jwks`.
+    pub jwks_url: Option<String>,
+    /// `BETTER_AUTH_SECRET`, to check signed session tokens.
+    pub better_auth_secret: Option<String>,
+    /// Better Auth's database (`BETTER_AUTH_DATABASE_URL`); turns session
+    /// token checks on.
+    pub session_database_url: Option<String>,
+    /// `SESSION_CACHE_TTL_SECS`.
+    pub session_cache_ttl: Duration,
+    pub session_pool_size: usize,
+    pub session_query_timeout: Duration,
+    /// `JWKS_REFRESH_COOLDOWN_SECS`.
+    pub jwks_refresh_cooldown: Duration,
+    pub jwks_max_age: Duration,
+    pub jwks_fetch_timeout: Duration,
+    /// `TOKEN_CACHE_SIZE`: entries of the verified-token cache; 0 turns it off.
+    pub token_cache_size: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            rules: ClaimRules::default(),
+            hs256_secret: None,
+            better_auth_url: None,
+            jwks_url: None,
+            better_auth_secret: None,
+            session_database_url: None,
+            session_cache_ttl: Duration::from_secs(30),
+            session_pool_size: 4,
+            session_query_timeout: Duration::from_secs(5),
+            jwks_refresh_cooldown: Duration::from_secs(30),
+            jwks_max_age: Duration::from_secs(600),
+            jwks_fetch_timeout: Duration::from_secs(5),
+            token_cache_size: 10_000,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("AuthConfig")
+            .field("rules", &self.rules)
+            .field("hs256_secret", &redacted(&self.hs256_secret))
+            .field("better_auth_url", &self.better_auth_url)
+            .field("jwks_url", &self.jwks_url)
+            .field("better_auth_secret", &redacted(&self.better_auth_secret))
+            .field(
+                "session_database_url",
+                &redacted(&self.session_database_url),
+            )
+            .field("session_cache_ttl", &self.session_cache_ttl)
+            .field("session_pool_size", &self.session_pool_size)
+            .field("session_query_timeout", &self.session_query_timeout)
+            .field("jwks_refresh_cooldown", &self.jwks_refresh_cooldown)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("jwks_fetch_timeout", &self.jwks_fetch_timeout)
+            .field("token_cache_size", &self.token_cache_size)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// The JWKS settings, when Better Auth JWTs are configured.
+    ///
+    /// # Errors
+    /// A URL that is not http(s).
+    pub fn jwks(&self) -> anyhow::Result<Option<JwksConfig>> {
+        let url = match (&self.jwks_url, &self.better_auth_url) {
+            (Some(url), _) => url.clone(),
+            (None, Some(base)) => format!("{}/api/auth/jwks", base.trim_end_matches('/')),
+            (None, None) => return Ok(None),
+        };
+        let origin = match &self.better_auth_url {
+            Some(base) => origin_of(base).context("BETTER_AUTH_URL must be an http(s) URL")?,
+            None => origin_of(&url).context("JWKS_URL must be an http(s) URL")?,
+        };
+        let rules = ClaimRules {
+            leeway_secs: self.rules.leeway_secs,
+            issuer: Some(self.rules.issuer.clone().unwrap_or_else(|| origin.clone())),
+            audience: Some(self.rules.audience.clone().unwrap_or(origin)),
+        };
+        Ok(Some(JwksConfig {
+            url,
+            rules,
+            refresh_cooldown: self.jwks_refresh_cooldown,
+            max_age: self.jwks_max_age,
+            fetch_timeout: self.jwks_fetch_timeout,
+        }))
+    }
+
+    /// The session settings, when session tokens are configured.
+    #[must_use]
+    pub fn session(&self) -> Option<SessionConfig> {
+        let url = self.session_database_url.as_ref()?;
+        Some(SessionConfig {
+            database_url: url.clone(),
+            secret: self.better_auth_secret.clone(),
+            pool_size: self.session_pool_size,
+            connect_timeout: self.session_query_timeout,
+            query_timeout: self.session_query_timeout,
+            cache_ttl: self.session_cache_ttl,
+        })
+    }
+}
+
+/// Builds the verifier `config` asks for. Nothing is contacted here: a JWKS
+/// prefetch is started in the background when a Tokio runtime is running,
+/// and its failure is only logged.
+///
+/// # Errors
+/// Nothing is configured, or a URL is invalid.
+pub fn build_verifier(config: &AuthConfig) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    let hs256 = config
+        .hs256_secret
+        .as_ref()
+        .map(|s| Hs256Verifier::new(s.as_bytes(), &config.rules));
+    let jwks = config.jwks()?.map(JwksVerifier::new).transpose()?;
+    let session = config
+        .session()
+        .map(|s| SessionVerifier::new(&s))
+        .transpose()?;
+    if hs256.is_none() && jwks.is_none() && session.is_none() {
+        anyhow::bail!(
+            "no token verifier configured: set JWT_SECRET, BETTER_AUTH_URL / JWKS_URL or BETTER_AUTH_DATABASE_URL"
+        );
+    }
+    if let Some(jwks) = &jwks
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        jwks.prefetch();
+    }
+    Ok(Arc::new(CompositeVerifier::new(
+        hs256,
+        jwks,
+        session,
+        config.token_cache_size,
+    )))
+}
+
+/// Routes a token by its shape: a compact JWS (three dot-separated parts) to
+/// HS256 when its header says HS*, to the JWKS otherwise; anything else to
+/// the session check. A token is only ever tried by one verifier.
+pub struct CompositeVerifier {
+    hs256: Option<Hs256Verifier>,
+    jwks: Option<JwksVerifier>,
+    session: Option<SessionVerifier>,
+    cache: TokenCache,
+}
+
+impl CompositeVerifier {
+    /// `cache_size` 0 turns the verified-token cache off.
+    #[must_use]
+    pub fn new(
+        hs256: Option<Hs256Verifier>,
+        jwks: Option<JwksVerifier>,
+        session: Option<SessionVerifier>,
+        cache_size: usize,
+    ) -> Self {
+        Self {
+            hs256,
+            jwks,
+            session,
+            cache: TokenCache::new(cache_size),
+        }
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Verified, VerifyError> {
+        if looks_like_jwt(token) {
+            let header = parse_header(token)?;
+            if header.alg.starts_with("HS") {
+                return match &self.hs256 {
+                    Some(v) => v.verify_detailed(token),
+                    None => Err(VerifyError::rejected(
+                        "token algorithm is not accepted: shared-secret (HS*) tokens are not configured",
+                    )),
+                };
+            }
+            return match &self.jwks {
+                Some(v) => v.verify_detailed(token).await,
+                None => Err(VerifyError::rejected(
+                    "token algorithm is not accepted: public-key tokens are not configured",
+                )),
+            };
+        }
+        match &self.session {
+            Some(v) => v.verify_detailed(token).await,
+            None => Err(VerifyError::rejected("bearer token is not a JWT")),
+        }
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for CompositeVerifier {
+    async fn verify(&self, token: &str) -> Result<OwnerId, VerifyError> {
+        precheck(token)?;
+        if !self.cache.enabled() {
+            return self.verify_uncached(token).await.map(|v| v.owner);
+        }
+        let key = token_hash(token);
+        if let Some(owner) = self.cache.get(&key) {
+            return Ok(owner);
+        }
+        let verified = self.verify_uncached(token).await?;
+        self.cache
+            .insert(key, verified.owner.clone(), verified.valid_until);
+        Ok(verified.owner)
+    }
+}
