@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the project. This is the README's test command, and
-# .ci/run runs exactly this script.
+# Runs every test of the project: the Rust workspace tests (unit, HTTP on
+# PostgreSQL / SQLite / PgBouncer, property, crash, CLI) and the Better Auth +
+# browser interop tests. This is the README's test command, and .ci/run runs
+# exactly this script.
 #
 # Needs: a Rust toolchain, a PostgreSQL server (TEST_DATABASE_URL, default
 # postgres://postgres@127.0.0.1:5432/postgres) and PgBouncer. If that server is
@@ -40,3 +42,9 @@ if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
 fi
 
 cargo test --workspace --locked
+
+# Interop with the real better-auth package (Node 20, PostgreSQL) and a real
+# browser (Debian's Chromium, driven by playwright-core), against the binary
+# the tests above built.
+cargo build --locked -p tasks-server
+TASKS_BIN=target/debug/tasks-server bash tests/interop/better-auth/run.sh
