@@ -14,6 +14,7 @@ mod auth;
 mod cors;
 mod errors;
 mod isolation;
+mod jwt_attacks;
 mod limits;
 mod operations;
 mod outage;
