@@ -57,12 +57,17 @@ impl From<Task> for TaskResponse {
 /// timestamps, anything unknown) are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTaskRequest {
-    /// Required; trimmed, then 1 to 200 characters.
-    #[schema(example = "Buy milk", min_length = 1, max_length = 200)]
+    /// Required; trimmed, then 1 to 200 characters; not only white space; no NUL.
+    #[schema(
+        example = "Buy milk",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
+    )]
     pub title: String,
-    /// Optional; at most 10,000 characters; null or absent for none.
+    /// Optional; at most 10,000 characters; no NUL; null or absent for none.
     #[serde(default)]
-    #[schema(example = "Two litres", max_length = 10000)]
+    #[schema(example = "Two litres", max_length = 10000, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
 }
 
@@ -86,14 +91,17 @@ impl TryFrom<CreateTaskRequest> for NewTask {
 /// `completed` may not be null.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateTaskRequest {
+    /// New title: trimmed, then 1 to 200 characters; not null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, example = "Buy oat milk", min_length = 1, max_length = 200)]
+    #[schema(value_type = String, required = false, example = "Buy oat milk", min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$")]
     pub title: Option<Option<String>>,
+    /// New description (at most 10,000 characters), or null to clear it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 10000)]
+    #[schema(value_type = Option<String>, required = false, max_length = 10000, pattern = r"^[^\u0000]*$")]
     pub description: Option<Option<String>>,
+    /// New completion state: a JSON boolean, not null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(value_type = bool, required = false)]
     pub completed: Option<Option<bool>>,
 }
 

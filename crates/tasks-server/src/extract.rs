@@ -130,13 +130,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            if body.iter().all(u8::is_ascii_whitespace) {
+            // serde's derived structs would also accept a JSON array (fields
+            // by position): only an object is a valid body.
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
                 return Err(ApiError::Validation(
                     "Request body must be a JSON object".into(),
                 ));
             }
             let de = &mut serde_json::Deserializer::from_slice(&body);
-            let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+            let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 let what = if inner.is_syntax() || inner.is_eof() {
@@ -148,6 +150,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 };
                 ApiError::Validation(what)
             })?;
+            de.end()
+                .map_err(|e| ApiError::Validation(format!("Malformed JSON: {e}")))?;
             Ok(Self(value))
         })
     }

@@ -28,7 +28,8 @@ pub async fn health() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = HealthResponse),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {

@@ -35,8 +35,12 @@ fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError>
     responses(
         (status = 200, description = "The caller's tasks, newest first (descending id)", body = [TaskResponse]),
         (status = 400, description = "Invalid `status` filter", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
+        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn list_tasks(
@@ -62,11 +66,16 @@ pub async fn list_tasks(
     request_body = CreateTaskRequest,
     security(("bearer_auth" = [])),
     responses(
-        (status = 201, description = "Created", body = TaskResponse),
+        (status = 201, description = "Created", body = TaskResponse,
+            headers(("Location" = String, description = "`/api/tasks/{id}` of the new task"))),
         (status = 400, description = "Invalid body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn create_task(
@@ -92,9 +101,13 @@ pub async fn create_task(
     responses(
         (status = 200, description = "The task", body = TaskResponse),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn get_task(
@@ -116,10 +129,14 @@ pub async fn get_task(
     responses(
         (status = 200, description = "The updated task", body = TaskResponse),
         (status = 400, description = "Invalid id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn update_task(
@@ -142,9 +159,13 @@ pub async fn update_task(
     responses(
         (status = 204, description = "Deleted; empty body"),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn delete_task(
@@ -169,9 +190,13 @@ pub async fn delete_task(
     responses(
         (status = 200, description = "The task with `completed` flipped", body = TaskResponse),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
+        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn toggle_task(

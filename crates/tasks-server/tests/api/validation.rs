@@ -64,6 +64,8 @@ async fn invalid_updates_are_rejected_and_change_nothing(backend: Backend) {
         json!({"description": false}),
         json!({"title": "valid", "completed": "false"}),
         json!([{"title": "array"}]),
+        json!(["renamed by position", null, true]),
+        json!([]),
         json!("just a string"),
         json!(null),
     ];
@@ -102,6 +104,12 @@ async fn malformed_bodies_are_400(backend: Backend) {
         "{\"title\": \"a\",}",
         "\u{0}",
         "{\"title\":\"\\ud800\"}",
+        // Arrays are not objects, even though serde could map them by position.
+        "[\"From an array\", \"desc\"]",
+        "[]",
+        // Trailing data after the object.
+        "{\"title\": \"x\"} trailing",
+        "{\"title\": \"x\"}{\"title\": \"y\"}",
     ] {
         let res = raw(body, Some("application/json")).await.unwrap();
         assert_error(res, 400, "validation_error").await;
