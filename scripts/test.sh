@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust workspace tests (unit, HTTP on
-# PostgreSQL / SQLite / PgBouncer, property, crash, CLI) and the Better Auth +
-# browser interop tests. This is the README's test command, and .ci/run runs
-# exactly this script.
+# PostgreSQL / SQLite / PgBouncer, property, crash, CLI), the Better Auth +
+# browser interop tests and schema fuzzing (schemathesis). This is the
+# README's test command, and .ci/run runs exactly this script.
 #
 # Needs: a Rust toolchain, a PostgreSQL server (TEST_DATABASE_URL, default
 # postgres://postgres@127.0.0.1:5432/postgres) and PgBouncer. If that server is
