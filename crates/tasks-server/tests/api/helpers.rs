@@ -373,6 +373,27 @@ pub fn now() -> i64 {
     i64::try_from(jsonwebtoken::get_current_timestamp()).expect("time")
 }
 
+/// Base64url without padding, as in JWTs.
+pub fn b64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A JSON value as a base64url JWT segment.
+pub fn b64_json(v: &Value) -> String {
+    b64(&serde_json::to_vec(v).expect("json"))
+}
+
 /// Asserts the error envelope and returns its body.
 pub async fn assert_error(res: Response, status: u16, error_type: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "status");

@@ -9,23 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, SECRET, TestApp, assert_error, now};
+use crate::helpers::{Backend, SECRET, TestApp, assert_error, b64, now};
 use crate::on_both_backends;
-
-fn b64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
 
 /// A token from raw header and payload text, HMAC-SHA256-signed with `key`.
 fn raw_token(header: &str, payload: &str, key: &[u8]) -> String {
