@@ -8,11 +8,8 @@
 //! (better-call `signCookieValue`); like Better Auth's bearer plugin, the
 //! url-safe alphabet and missing padding are accepted too.
 
-mod tls;
-
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr as _;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -23,8 +20,8 @@ use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tasks_domain::OwnerId;
+use tasks_pg::{MakeRustlsConnect, PgTarget};
 use tasks_ports::{TokenVerifier, VerifyError};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::claims::{Verified, precheck};
 
@@ -123,19 +120,15 @@ impl SessionVerifier {
     /// # Errors
     /// The URL is not a valid PostgreSQL URL, or TLS cannot be set up.
     pub fn new(config: &SessionConfig) -> anyhow::Result<Self> {
-        let (url, verify) = tls::rewrite_sslmode(&config.database_url)?;
-        let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| {
-            anyhow::anyhow!("BETTER_AUTH_DATABASE_URL is not a valid PostgreSQL URL: {e}")
-        })?;
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(config.connect_timeout);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("tasks-server-sessions");
-        }
+        let target = PgTarget::parse(
+            &config.database_url,
+            "BETTER_AUTH_DATABASE_URL",
+            config.connect_timeout,
+            "tasks-server-sessions",
+        )?;
         let manager = Manager {
-            config: pg,
-            tls: MakeRustlsConnect::new(tls::tls_config(verify)?),
+            config: target.config,
+            tls: target.tls,
         };
         let pool = managed::Pool::builder(manager)
             .max_size(config.pool_size.max(1))

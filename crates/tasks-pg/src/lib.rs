@@ -1,20 +1,62 @@
-//! TLS for the session database, with libpq's `sslmode` semantics.
+//! Opening PostgreSQL connections without libpq, with TLS through rustls.
 //!
-//! A copy of the few functions tasks-store uses for the same purpose: the
-//! two adapters must not depend on each other, and this is too small to earn
-//! a shared crate. Keep the two in step.
+//! Shared by the two adapters that talk to PostgreSQL (the task store and the
+//! Better Auth session verifier). `sslmode` in the URL is honoured as libpq
+//! does: `disable` is plain TCP; `prefer` (the default) and `require` encrypt
+//! without checking the server's certificate; `verify-ca` and `verify-full`
+//! check it against the Mozilla root store compiled into the binary (what Neon
+//! and other hosted services use).
 
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+pub use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// A parsed connection URL and the TLS set-up it asks for.
+#[derive(Clone)]
+pub struct PgTarget {
+    pub config: tokio_postgres::Config,
+    pub tls: MakeRustlsConnect,
+}
+
+impl PgTarget {
+    /// Parses `url`; `var` names the setting it came from, for error messages.
+    /// `connect_timeout` and `application_name` apply unless the URL sets them.
+    ///
+    /// # Errors
+    /// The URL is not a valid PostgreSQL connection string, or names an
+    /// `sslmode` this build does not know.
+    pub fn parse(
+        url: &str,
+        var: &str,
+        connect_timeout: Duration,
+        application_name: &str,
+    ) -> anyhow::Result<Self> {
+        let (url, verify) = rewrite_sslmode(url, var)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| anyhow::anyhow!("{var} is not a valid PostgreSQL URL: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(application_name);
+        }
+        Ok(Self {
+            config,
+            tls: MakeRustlsConnect::new(tls_config(verify)?),
+        })
+    }
+}
 
 /// Maps libpq's `verify-ca`/`verify-full`, which tokio-postgres does not
 /// parse, to `require` plus certificate verification.
-pub(super) fn rewrite_sslmode(url: &str) -> anyhow::Result<(String, bool)> {
+fn rewrite_sslmode(url: &str, var: &str) -> anyhow::Result<(String, bool)> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), false));
     };
@@ -30,7 +72,7 @@ pub(super) fn rewrite_sslmode(url: &str) -> anyhow::Result<(String, bool)> {
                 if !matches!(mode, "disable" | "allow" | "prefer" | "require") =>
             {
                 anyhow::bail!(
-                    "BETTER_AUTH_DATABASE_URL has sslmode={mode}; expected disable, prefer, require, verify-ca or verify-full"
+                    "{var} has sslmode={mode}; expected disable, prefer, require, verify-ca or verify-full"
                 );
             }
             // libpq's `allow` tries plain first; `prefer` is the nearest we have.
@@ -46,7 +88,7 @@ pub(super) fn rewrite_sslmode(url: &str) -> anyhow::Result<(String, bool)> {
     Ok((format!("{base}?{}", params.join("&")), verify))
 }
 
-pub(super) fn tls_config(verify: bool) -> anyhow::Result<rustls::ClientConfig> {
+fn tls_config(verify: bool) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -115,14 +157,57 @@ mod tests {
 
     #[test]
     fn sslmode_verify_full_becomes_require_with_verification() {
-        let (url, verify) = rewrite_sslmode("postgres://u@h/db?sslmode=verify-full").unwrap();
-        assert_eq!(url, "postgres://u@h/db?sslmode=require");
+        let (url, verify) = rewrite_sslmode(
+            "postgres://u@h/db?sslmode=verify-full&channel_binding=require",
+            "DATABASE_URL",
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://u@h/db?sslmode=require&channel_binding=require"
+        );
         assert!(verify);
     }
 
     #[test]
-    fn unknown_sslmode_names_the_variable() {
-        let err = rewrite_sslmode("postgres://u@h/db?sslmode=sometimes").unwrap_err();
+    fn sslmode_require_does_not_verify() {
+        let (url, verify) =
+            rewrite_sslmode("postgres://u@h/db?sslmode=require", "DATABASE_URL").unwrap();
+        assert_eq!(url, "postgres://u@h/db?sslmode=require");
+        assert!(!verify);
+    }
+
+    #[test]
+    fn unknown_sslmode_is_an_error_naming_the_variable() {
+        let err = rewrite_sslmode("postgres://u@h/db?sslmode=sometimes", "SOME_URL").unwrap_err();
+        assert!(err.to_string().contains("SOME_URL"));
+    }
+
+    #[test]
+    fn url_without_query_is_untouched() {
+        assert_eq!(
+            rewrite_sslmode("postgres://u@h/db", "DATABASE_URL").unwrap(),
+            ("postgres://u@h/db".to_owned(), false)
+        );
+    }
+
+    #[test]
+    fn connector_parses_neon_style_urls() {
+        let c = PgTarget::parse(
+            "postgresql://app:pw@ep-x-pooler.region.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
+            "DATABASE_URL",
+            Duration::from_secs(3),
+            "test",
+        );
+        assert!(c.is_ok());
+        let err = PgTarget::parse(
+            "postgres://h/db?nonsense=1",
+            "BETTER_AUTH_DATABASE_URL",
+            Duration::from_secs(1),
+            "test",
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("BETTER_AUTH_DATABASE_URL"));
     }
 }
