@@ -282,15 +282,20 @@ fn into_tasks(rows: Vec<Row>) -> Result<Vec<Task>, RepoError> {
 impl TaskRepository for DieselTaskStore {
     async fn list(&self, owner: &OwnerId, filter: StatusFilter) -> Result<Vec<Task>, RepoError> {
         let rows: Vec<Row> = with_conn!(self, |conn| {
-            let mut query = tasks::table
+            // Two static queries rather than one boxed one: each keeps a
+            // prepared statement cached under a compile-time key.
+            let mine = tasks::table
                 .filter(tasks::user_id.eq(owner.as_str()))
                 .select(columns!(tasks))
-                .order(tasks::id.desc())
-                .into_boxed();
-            if let Some(completed) = filter.completed() {
-                query = query.filter(tasks::completed.eq(completed));
+                .order(tasks::id.desc());
+            match filter.completed() {
+                None => mine.load::<Row>(conn).await,
+                Some(completed) => {
+                    mine.filter(tasks::completed.eq(completed))
+                        .load::<Row>(conn)
+                        .await
+                }
             }
-            query.load::<Row>(conn).await
         })?;
         into_tasks(rows)
     }
