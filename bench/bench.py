@@ -1,0 +1,793 @@
+#!/usr/bin/env python3
+"""Benchmark driver for tasks-server: the service (wrk) vs PostgreSQL itself (pgbench).
+
+Run through bench/run.sh; bench/README.md documents what is measured and every
+environment variable. Python 3 standard library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+# --------------------------------------------------------------------------- config
+
+
+def env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    return int(v) if v else default
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+USERS = env_int("BENCH_USERS", 100 if QUICK else 1000)
+TPU = env_int("BENCH_TASKS_PER_USER", 10 if QUICK else 100)
+NTASKS = USERS * TPU
+PAD = max(4, len(str(USERS)))
+DURATION = env_int("BENCH_DURATION", 3 if QUICK else 15)
+WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 3)
+CONNS = [int(c) for c in env_list("BENCH_CONNS", "64,256")]
+SCENARIOS = env_list("BENCH_SCENARIOS", "list,get,mixed,create")
+BACKENDS = env_list("BENCH_BACKENDS", "pg,sqlite")
+COLDSTART_RUNS = env_int("BENCH_COLDSTART_RUNS", 5)
+TASKS_BIN = Path(os.environ.get("TASKS_BIN") or ROOT / "target" / "release" / "tasks-server")
+SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "0")
+CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "1")
+# Load only ever goes to this machine: the addresses are not configurable.
+HOST = "127.0.0.1"
+PORT = env_int("BENCH_PORT", 18080)
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+PG_DB = os.environ.get("BENCH_DB", "tasks_bench")
+JWT_SECRET = os.environ.get("BENCH_JWT_SECRET", "tasks-bench-secret-0123456789abcdef-not-for-prod")
+WRK_TIMEOUT = os.environ.get("BENCH_WRK_TIMEOUT", "5s")
+
+WRITE_SCENARIOS = {"mixed", "create"}
+PGBENCH_SCRIPTS = {
+    "list": [("list.sql", None)],
+    "get": [("get.sql", None)],
+    "create": [("create.sql", None)],
+    "mixed": [("list.sql", 40), ("get.sql", 40), ("create.sql", 5),
+              ("toggle.sql", 5), ("update.sql", 5), ("delete.sql", 5)],
+}
+
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or
+               BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S"))
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def user_name(i: int) -> str:
+    return f"bench-user-{i:0{PAD}d}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run(cmd: list[str], *, timeout: float, env: dict | None = None, input: str | None = None,
+        check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, input=input)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def psql(sql: str, db: str = PG_DB, timeout: float = 300) -> str:
+    """Run SQL via psql stdin (statements run one by one, autocommit)."""
+    p = run(["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", db, "-X",
+             "-v", "ON_ERROR_STOP=1", "-Atq", "-f", "-"], input=sql, timeout=timeout)
+    return p.stdout
+
+
+def b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def mint_jwt(sub: str, now: int) -> str:
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = b64url(json.dumps({"sub": sub, "iat": now, "exp": now + 7200},
+                                separators=(",", ":")).encode())
+    signing_input = f"{header}.{payload}".encode()
+    sig = hmac.new(JWT_SECRET.encode(), signing_input, hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64url(sig)}"
+
+
+def write_lua_data(path: Path, owned: dict[str, str]) -> None:
+    """owned: user name -> 'id,id,...' (comma separated task ids)."""
+    now = int(time.time())
+    lines = ["return {", "users = {"]
+    users = [user_name(i) for i in range(1, USERS + 1)]
+    missing = [u for u in users if not owned.get(u)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} users own no task (first: {missing[0]})")
+    lines += [f'"{u}",' for u in users]
+    lines += ["},", "tokens = {"]
+    lines += [f'"{mint_jwt(u, now)}",' for u in users]
+    lines += ["},", "ids = {"]
+    lines += [f'"{owned[u]}",' for u in users]
+    lines += ["},", "}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])  # utime + stime (fields 14, 15)
+
+
+def read_status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def machine_busy() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]
+    return sum(vals) - idle, sum(vals)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.stop_ev = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_ev.is_set():
+            try:
+                self.peak_kb = max(self.peak_kb, read_status_kb(self.pid, "VmRSS"))
+            except OSError:
+                return
+            self.stop_ev.wait(0.1)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class Server:
+    def __init__(self, backend: str, data_dir: Path, log_path: Path):
+        self.backend, self.data_dir, self.log_path = backend, data_dir, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        e = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+        e.update(HOST=HOST, PORT=str(PORT), JWT_SECRET=JWT_SECRET, LOG_FORMAT="json",
+                 RUST_LOG=os.environ.get("BENCH_RUST_LOG", "warn"), DATA_DIR=str(self.data_dir))
+        if self.backend == "pg":
+            e["DATABASE_URL"] = f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{PG_DB}"
+        if os.environ.get("BENCH_WORKERS"):
+            e["WORKERS"] = os.environ["BENCH_WORKERS"]
+        if os.environ.get("BENCH_POOL_SIZE"):
+            e["DATABASE_POOL_SIZE"] = os.environ["BENCH_POOL_SIZE"]
+        return e
+
+    def migrate(self) -> None:
+        p = run([str(TASKS_BIN), "migrate"], env=self.env(), timeout=120, check=False)
+        with open(self.log_path, "a") as f:
+            f.write(f"--- migrate rc={p.returncode}\n{p.stdout}{p.stderr}")
+        if p.returncode != 0:
+            raise RuntimeError(f"tasks-server migrate failed ({p.returncode}):\n{p.stdout}{p.stderr}")
+
+    def start(self, ready_timeout: float = 30.0) -> float:
+        """Spawn pinned to SERVER_CPU; returns seconds from spawn to first 200 on /ready."""
+        assert self.proc is None
+        logf = open(self.log_path, "a")
+        logf.write(f"--- serve {time.strftime('%H:%M:%S')}\n")
+        logf.flush()
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, str(TASKS_BIN), "serve"],
+                                     env=self.env(), stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        deadline = t0 + ready_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tasks-server exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                c = http.client.HTTPConnection(HOST, PORT, timeout=2)
+                c.request("GET", "/ready")
+                status = c.getresponse().status
+                c.close()
+                if status == 200:
+                    return time.perf_counter() - t0
+            except OSError:
+                pass
+            if time.perf_counter() > deadline:
+                self.stop()
+                raise RuntimeError(f"tasks-server not ready after {ready_timeout}s; see {self.log_path}")
+            time.sleep(0.002)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+def http_call(method: str, path: str, token: str, body: dict | None = None) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    c.request(method, path, body=data, headers=headers)
+    r = c.getresponse()
+    out = (r.status, r.read())
+    c.close()
+    return out
+
+
+# --------------------------------------------------------------------------- load tools
+
+
+def run_wrk(scenario: str, conns: int, duration: int, lua_data: Path, out: Path) -> dict:
+    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
+           "--timeout", WRK_TIMEOUT, "--latency", "-s", str(BENCH_DIR / "lua" / f"{scenario}.lua"),
+           f"http://{HOST}:{PORT}"]
+    env = dict(os.environ, BENCH_LUA_DIR=str(BENCH_DIR / "lua"), BENCH_LUA_DATA=str(lua_data))
+    p = run(cmd, env=env, timeout=duration + 60, check=False)
+    out.write_text(f"$ {' '.join(cmd)}\n{p.stdout}\n--- stderr\n{p.stderr}")
+    m = re.search(r"^BENCHJSON (\{.*\})$", p.stdout, re.M)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({p.returncode}), see {out}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    r = json.loads(m.group(1))
+    r["errors"] = r["err_status"] + r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+    return r
+
+
+_PG_CAP: int | None = None
+
+
+def pg_client_cap() -> int:
+    """pgbench clients PostgreSQL can take now: max_connections less reserved, less the
+    connections in use, less a margin of 10. Fixed at the first call (lowered only if
+    the live value drops), so that every run uses the same count."""
+    global _PG_CAP
+    row = psql("SELECT current_setting('max_connections')::int - "
+               "current_setting('superuser_reserved_connections')::int - "
+               "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+               db="postgres").strip()
+    live = max(1, int(row) - 10)
+    _PG_CAP = live if _PG_CAP is None else min(_PG_CAP, live)
+    return _PG_CAP
+
+
+def run_pgbench(scenario: str, clients: int, duration: int, out: Path) -> dict:
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    defs = {"users": USERS, "ntasks": NTASKS, "tpu": TPU, "pad": PAD, "ts": ts,
+            "title": "bench-create", "descr": "created-by-pgbench",
+            "title2": "bench-update", "descr2": "updated-by-pgbench"}
+    cmd = ["taskset", "-c", CLIENT_CPU, "pgbench", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER,
+           "-n", "-M", "prepared", "-j1", "-c", str(clients), "-T", str(duration), "-r"]
+    for k, v in defs.items():
+        cmd += ["-D", f"{k}={v}"]
+    for script, weight in PGBENCH_SCRIPTS[scenario]:
+        path = str(BENCH_DIR / "pgbench" / script)
+        cmd += ["-f", f"{path}@{weight}" if weight else path]
+    cmd.append(PG_DB)
+    p = run(cmd, timeout=duration + 120, check=False)
+    out.write_text(f"$ {' '.join(cmd)}\n{p.stdout}\n--- stderr\n{p.stderr}")
+    m = re.search(r"^tps = ([\d.]+)", p.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"pgbench failed ({p.returncode}), see {out}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    r: dict = {"tps": float(m.group(1)), "clients": clients, "rc": p.returncode}
+    if fm := re.search(r"number of failed transactions: (\d+)", p.stdout):
+        r["failed"] = int(fm.group(1))
+    if lm := re.search(r"latency average = ([\d.]+) ms", p.stdout):
+        r["latency_avg_ms"] = float(lm.group(1))
+    return r
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class PgBackend:
+    name = "pg"
+
+    def __init__(self) -> None:
+        if not PG_DB.startswith("tasks_bench"):
+            raise SystemExit("BENCH_DB must start with 'tasks_bench' (the bench drops and recreates it)")
+        self.data_dir = Path(tempfile.mkdtemp(prefix="tasks-bench-pg-"))
+        self.server = Server("pg", self.data_dir, RESULTS / "server-pg.log")
+        self.lua_data = RESULTS / "data-pg.lua"
+        self.dirty = False
+
+    def prepare(self) -> None:
+        log(f"pg: recreating database {PG_DB} on {PG_HOST}:{PG_PORT}")
+        psql(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE);\nCREATE DATABASE {PG_DB};\n", db="postgres")
+        self.server.migrate()
+        t = time.perf_counter()
+        self.seed()
+        log(f"pg: seeded {USERS} users x {TPU} tasks in {time.perf_counter() - t:.1f}s")
+        rows = psql("SELECT user_id, string_agg(id::text, ',' ORDER BY id) FROM tasks "
+                    "GROUP BY user_id ORDER BY user_id").splitlines()
+        write_lua_data(self.lua_data, dict(r.split("|", 1) for r in rows))
+
+    def seed(self) -> None:
+        # One INSERT ... SELECT generate_series. Task ids are 1..N in user order, so the
+        # owner of seeded task id is user (id - 1) / TPU + 1 (pgbench's get relies on it).
+        psql(f"""
+TRUNCATE tasks RESTART IDENTITY;
+INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+SELECT g,
+       'bench-user-' || lpad(((g - 1) / {TPU} + 1)::text, {PAD}, '0'),
+       'seeded task ' || g,
+       'seeded description for task ' || g || ': lorem ipsum dolor sit amet, consectetur adipiscing',
+       g % 4 = 0,
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
+FROM generate_series(1, {NTASKS}) AS g;
+SELECT setval(pg_get_serial_sequence('tasks', 'id'), {NTASKS});
+VACUUM ANALYZE tasks;
+""")
+        self.dirty = False
+
+    def reset(self) -> None:
+        if self.dirty:
+            log("pg: resetting dataset")
+            self.seed()
+
+    def close(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class SqliteBackend:
+    name = "sqlite"
+
+    def __init__(self) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="tasks-bench-sqlite-"))
+        self.pristine = self.data_dir / "pristine"
+        self.db = self.data_dir / "tasks.db"
+        self.server = Server("sqlite", self.data_dir, RESULTS / "server-sqlite.log")
+        self.lua_data = RESULTS / "data-sqlite.lua"
+        self.dirty = False
+
+    def prepare(self) -> None:
+        log(f"sqlite: DATA_DIR={self.data_dir}")
+        self.server.migrate()
+        if not self.db.exists():
+            raise RuntimeError(f"migrate did not create {self.db}")
+        # Probe the format the service stores (timestamps as text) with one real task.
+        self.server.start()
+        try:
+            tok = mint_jwt(user_name(1), int(time.time()))
+            st, body = http_call("POST", "/api/tasks", tok, {"title": "probe", "description": "probe"})
+            if st != 201:
+                raise RuntimeError(f"probe POST /api/tasks -> {st}: {body[:300]!r}")
+        finally:
+            self.server.stop()
+        con = sqlite3.connect(self.db)
+        try:
+            cols = [r[1] for r in con.execute("PRAGMA table_info(tasks)")]
+            want = ["id", "user_id", "title", "description", "completed", "created_at", "updated_at"]
+            if sorted(cols) != sorted(want):
+                raise RuntimeError(f"unexpected SQLite tasks columns: {cols}")
+            probe = con.execute("SELECT completed, created_at, updated_at, typeof(created_at) "
+                                "FROM tasks LIMIT 1").fetchone()
+            log(f"sqlite: probe row completed={probe[0]!r} created_at={probe[1]!r} ({probe[3]})")
+            ts = probe[1]
+            con.execute("DELETE FROM tasks")
+            try:
+                con.execute("DELETE FROM sqlite_sequence WHERE name = 'tasks'")
+            except sqlite3.OperationalError:
+                pass
+            t = time.perf_counter()
+            con.executemany(
+                "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((g, user_name((g - 1) // TPU + 1), f"seeded task {g}",
+                  f"seeded description for task {g}: lorem ipsum dolor sit amet, consectetur adipiscing",
+                  int(g % 4 == 0), ts, ts) for g in range(1, NTASKS + 1)))
+            con.commit()
+            con.execute("ANALYZE")
+            con.commit()
+            log(f"sqlite: seeded {USERS} users x {TPU} tasks in {time.perf_counter() - t:.1f}s")
+            rows = con.execute("SELECT user_id, group_concat(id, ',') FROM "
+                               "(SELECT user_id, id FROM tasks ORDER BY id) GROUP BY user_id").fetchall()
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+        write_lua_data(self.lua_data, dict(rows))
+        self.pristine.mkdir()
+        for f in self.data_dir.glob("tasks.db*"):
+            shutil.copy2(f, self.pristine / f.name)
+        self.dirty = False
+
+    def reset(self) -> None:
+        if not self.dirty:
+            return
+        log("sqlite: restoring pristine dataset")
+        for f in self.data_dir.glob("tasks.db*"):
+            f.unlink()
+        for f in self.pristine.iterdir():
+            shutil.copy2(f, self.data_dir / f.name)
+        self.dirty = False
+
+    def close(self) -> None:
+        self.server.stop()
+        if os.environ.get("BENCH_KEEP_DATA"):
+            log(f"sqlite data kept in {self.data_dir}")
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def background_busy(seconds: float = 0.5) -> float:
+    """Machine CPU use (% of all cores) while the bench itself is idle."""
+    b0 = machine_busy()
+    time.sleep(seconds)
+    b1 = machine_busy()
+    return 100.0 * (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
+
+
+OUR_COMMS = {"tasks-server", "wrk", "pgbench", "postgres", "taskset", "python3", "python"}
+
+
+def proc_ticks() -> dict[int, tuple[str, int]]:
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                with open(d / "stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            comm = raw[raw.index("(") + 1:raw.rindex(")")]
+            rest = raw.rsplit(")", 1)[1].split()
+            if rest[1] in ("0", "2") or d.name == "2":
+                continue  # kernel threads (softirq work for the bench's own loopback traffic)
+            out[int(d.name)] = (comm, int(rest[11]) + int(rest[12]))
+    return out
+
+
+def foreign_cpu_pct(before: dict, after: dict, wall: float) -> tuple[float, list[str]]:
+    """CPU used during a run by processes that are not the bench's (server, wrk, pgbench,
+    PostgreSQL, this driver), as % of one core, and the top ones."""
+    per: dict[str, int] = {}
+    for pid, (comm, t1) in after.items():
+        if comm in OUR_COMMS or pid == os.getpid():
+            continue
+        t0 = before.get(pid, (comm, 0))[1]
+        if t1 > t0:
+            per[comm] = per.get(comm, 0) + t1 - t0
+    total = 100.0 * sum(per.values()) / CLK_TCK / wall
+    top = [f"{c} {100.0 * t / CLK_TCK / wall:.0f}%" for c, t in sorted(per.items(), key=lambda x: -x[1])[:3]
+           if 100.0 * t / CLK_TCK / wall >= 2]
+    return total, top
+
+
+def other_builds() -> list[str]:
+    names = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                comm = (d / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in ("cargo", "rustc", "cc1", "ld", "cc", "c++", "rust-lld", "cargo-nextest"):
+                names.append(comm)
+    return sorted(set(names))
+
+
+WAIT_IDLE = env_int("BENCH_WAIT_IDLE", 0)
+
+
+def wait_idle() -> None:
+    """With BENCH_WAIT_IDLE=N, wait up to N s for the machine to be idle (<10% CPU, no build)."""
+    if WAIT_IDLE <= 0:
+        return
+    deadline = time.monotonic() + WAIT_IDLE
+    waited = False
+    while background_busy(1.0) > 10 or other_builds():
+        if time.monotonic() > deadline:
+            log(f"  machine still busy after waiting {WAIT_IDLE}s; running anyway")
+            return
+        if not waited:
+            log("  waiting for the machine to be idle ...")
+            waited = True
+        time.sleep(2)
+
+
+def measure_service(be, scenario: str, conns: int) -> dict:
+    tag = f"{be.name}-{scenario}-c{conns}"
+    be.reset()
+    wait_idle()
+    bg, builds = background_busy(), other_builds()
+    if bg > 10 or builds:
+        log(f"  WARNING: machine not idle before the run: {bg:.0f}% CPU busy"
+            + (f", running: {', '.join(builds)}" if builds else ""))
+    be.server.start()
+    try:
+        pid = be.server.pid
+        if WARMUP > 0:
+            run_wrk(scenario, conns, WARMUP, be.lua_data, RESULTS / f"wrk-{tag}-warmup.txt")
+        if scenario in WRITE_SCENARIOS:
+            be.dirty = True
+        sampler = RssSampler(pid)
+        sampler.start()
+        procs0 = proc_ticks()
+        ticks0, busy0, wall0 = read_ticks(pid), machine_busy(), time.perf_counter()
+        r = run_wrk(scenario, conns, DURATION, be.lua_data, RESULTS / f"wrk-{tag}.txt")
+        ticks1, busy1, wall1 = read_ticks(pid), machine_busy(), time.perf_counter()
+        r["foreign_cpu_pct"], r["foreign_top"] = foreign_cpu_pct(procs0, proc_ticks(), wall1 - wall0)
+        if r["foreign_cpu_pct"] > 10:
+            log(f"  WARNING: other processes used {r['foreign_cpu_pct']:.0f}% CPU during the run: "
+                + ", ".join(r["foreign_top"]))
+        sampler.stop_ev.set()
+        sampler.join()
+        hwm = read_status_kb(pid, "VmHWM")
+        r["cpu_pct"] = 100.0 * (ticks1 - ticks0) / CLK_TCK / (wall1 - wall0)
+        r["machine_busy_pct"] = 100.0 * (os.cpu_count() or 1) * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+        r["rss_peak_mb"] = max(hwm, sampler.peak_kb) / 1024.0
+        r["vmhwm_mb"] = hwm / 1024.0
+        r["background_busy_pct"] = bg
+        r["other_builds"] = builds
+    finally:
+        be.server.stop()
+    return r
+
+
+def measure_pgbench(be: PgBackend, scenario: str, conns: int) -> dict:
+    tag = f"pgbench-{scenario}-c{conns}"
+    clients = min(conns, pg_client_cap())
+    if scenario in WRITE_SCENARIOS:
+        be.reset()  # start from the same dataset the service run started from
+        be.dirty = True
+    wait_idle()
+    if WARMUP > 0:
+        # pgbench -T counts its connection set-up (~0.6 s for 64 clients here), so a
+        # 1 s warm-up can end before any transaction: use >= 3 s, and never fail on it.
+        try:
+            run_pgbench(scenario, clients, max(WARMUP, 3), RESULTS / f"{tag}-warmup.txt")
+        except RuntimeError as e:
+            log(f"  pgbench warm-up: {str(e).splitlines()[0]}")
+    procs0, wall0 = proc_ticks(), time.perf_counter()
+    r = run_pgbench(scenario, clients, DURATION, RESULTS / f"{tag}.txt")
+    r["foreign_cpu_pct"], r["foreign_top"] = foreign_cpu_pct(procs0, proc_ticks(), time.perf_counter() - wall0)
+    if r["foreign_cpu_pct"] > 10:
+        log(f"  WARNING: other processes used {r['foreign_cpu_pct']:.0f}% CPU during pgbench: "
+            + ", ".join(r["foreign_top"]))
+    return r
+
+
+def cold_start(be: SqliteBackend) -> list[float]:
+    be.reset()
+    times = []
+    for _ in range(COLDSTART_RUNS):
+        times.append(be.server.start())
+        be.server.stop()
+        time.sleep(0.2)
+    return times
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def fmt_errors(r: dict) -> str:
+    n = r["errors"]
+    if n == 0:
+        return "0"
+    parts = [f"{k}:{v}" for k, v in sorted(r.get("non2xx_by_status", {}).items())]
+    if not parts and r["err_status"]:
+        parts.append(f"non-2xx:{r['err_status']}")
+    parts += [f"{k}:{r['err_' + k]}" for k in ("connect", "read", "write", "timeout") if r["err_" + k]]
+    return f"{n} ({', '.join(parts)})"
+
+
+def table(rows: list[dict]) -> str:
+    hdr = ["scenario", "backend", "conns", "req/s", "p50 ms", "p99 ms", "errors", "server CPU %",
+           "peak RSS MB", "pgbench tps", "service/pgbench"]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "|".join("---" for _ in hdr) + "|"]
+    for row in rows:
+        s, pg = row["service"], row.get("pgbench")
+        pg_tps = ratio = "-"
+        if pg:
+            pg_tps = f"{pg['tps']:.0f}" + ("" if pg["clients"] == row["conns"] else f" (c={pg['clients']})")
+            ratio = f"{100 * s['rps'] / pg['tps']:.0f}%" if pg["tps"] else "-"
+        out.append("| " + " | ".join([
+            row["scenario"], row["backend"], str(row["conns"]), f"{s['rps']:.0f}",
+            fmt_ms(s["p50_us"]), fmt_ms(s["p99_us"]), fmt_errors(s), f"{s['cpu_pct']:.0f}",
+            f"{s['rss_peak_mb']:.1f}", pg_tps, ratio]) + " |")
+    return "\n".join(out)
+
+
+def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
+    """The targets from bench/README.md, one line each."""
+    res = []
+
+    def add(ok: bool, text: str) -> None:
+        res.append(f"- [{'PASS' if ok else 'FAIL'}] {text}")
+
+    for row in rows:
+        s, pg = row["service"], row.get("pgbench")
+        name = f"{row['scenario']}/{row['backend']}/{row['conns']} conns"
+        if row["backend"] == "pg" and row["conns"] == 64:
+            ratio = s["rps"] / pg["tps"] if pg and pg["tps"] else 0.0
+            add(ratio >= 0.70 and s["errors"] == 0,
+                f"{name}: {100 * ratio:.0f}% of pgbench (>= 70%), {s['errors']} errors (0)")
+        if row["conns"] == 256 and row["scenario"] in ("list", "get"):
+            add(s["p99_us"] < 25000, f"{name}: p99 {fmt_ms(s['p99_us'])} ms (< 25 ms)")
+    if rows:
+        worst = max(rows, key=lambda r: r["service"]["rss_peak_mb"])
+        add(worst["service"]["rss_peak_mb"] < 64,
+            f"peak RSS, all runs: max {worst['service']['rss_peak_mb']:.1f} MB "
+            f"({worst['scenario']}/{worst['backend']}/{worst['conns']} conns) (< 64 MB)")
+    if cold:
+        med = statistics.median(cold) * 1000
+        add(med < 200, f"cold start on SQLite: median {med:.0f} ms (< 200 ms)")
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+
+def preflight() -> None:
+    if not TASKS_BIN.is_file() or not os.access(TASKS_BIN, os.X_OK):
+        raise SystemExit(f"tasks-server binary not found: {TASKS_BIN} (build it or set TASKS_BIN)")
+    for tool in ("wrk", "taskset", "pgbench", "psql"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found on PATH")
+    if (os.cpu_count() or 1) < 2 and (SERVER_CPU, CLIENT_CPU) == ("0", "1"):
+        raise SystemExit("needs 2 CPUs (or set BENCH_SERVER_CPU / BENCH_CLIENT_CPU)")
+    if "pg" in BACKENDS:
+        run(["pg_isready", "-h", PG_HOST, "-p", str(PG_PORT)], timeout=10)
+    with socket.socket() as s:
+        if s.connect_ex((HOST, PORT)) == 0:
+            raise SystemExit(f"port {PORT} is already in use (set BENCH_PORT)")
+
+
+def main() -> int:
+    preflight()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    binst = TASKS_BIN.stat()
+    meta = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": QUICK, "users": USERS,
+        "tasks_per_user": TPU, "duration_s": DURATION, "warmup_s": WARMUP, "conns": CONNS,
+        "scenarios": SCENARIOS, "backends": BACKENDS, "tasks_bin": str(TASKS_BIN),
+        "tasks_bin_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(binst.st_mtime)),
+        "server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU,
+        "workers": os.environ.get("BENCH_WORKERS", "(service default)"),
+        "pool_size": os.environ.get("BENCH_POOL_SIZE", "(service default)"),
+        "wrk": run(["wrk", "-v"], timeout=10, check=False).stdout.splitlines()[0:1],
+        "pgbench": run(["pgbench", "--version"], timeout=10).stdout.strip(),
+    }
+    log(f"results -> {RESULTS}")
+    log(f"{USERS} users x {TPU} tasks, {WARMUP}s warm-up + {DURATION}s per run, conns {CONNS}")
+    rows: list[dict] = []
+    cold: list[float] | None = None
+    backends = {"pg": PgBackend, "sqlite": SqliteBackend}
+    interrupted = False
+    failures: list[str] = []
+    for bname in BACKENDS:
+        be = backends[bname]()
+        try:
+            be.prepare()
+            if bname == "sqlite" and COLDSTART_RUNS > 0:
+                cold = cold_start(be)
+                log("sqlite cold start (spawn -> first 200 /ready), ms: " +
+                    ", ".join(f"{t * 1000:.1f}" for t in cold))
+            for scenario in SCENARIOS:
+                for conns in CONNS:
+                    log(f"{bname} {scenario} c={conns}: service (wrk)")
+                    row = {"scenario": scenario, "backend": bname, "conns": conns,
+                           "service": measure_service(be, scenario, conns)}
+                    s = row["service"]
+                    log(f"  {s['rps']:.0f} req/s p50 {fmt_ms(s['p50_us'])} ms p99 {fmt_ms(s['p99_us'])} ms "
+                        f"errors {s['errors']} cpu {s['cpu_pct']:.0f}% rss {s['rss_peak_mb']:.1f} MB")
+                    if bname == "pg":
+                        log(f"{bname} {scenario} c={conns}: pgbench")
+                        row["pgbench"] = measure_pgbench(be, scenario, conns)
+                        log(f"  pgbench {row['pgbench']['tps']:.0f} tps (clients {row['pgbench']['clients']})")
+                    rows.append(row)
+                    (RESULTS / "summary.json").write_text(json.dumps(
+                        {"meta": meta, "rows": rows, "cold_start_s": cold}, indent=1))
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as e:  # report what was measured, then fail
+            failures.append(f"{bname}: {e}")
+            log(f"ERROR in backend {bname}: {e}")
+        finally:
+            be.close()
+        if interrupted:
+            break
+
+    lines = [
+        f"## tasks-server benchmark ({'QUICK, ' if QUICK else ''}{USERS} users x {TPU} tasks, "
+        f"{WARMUP}s warm-up + {DURATION}s per run)",
+        "",
+        f"wrk pinned to CPU {CLIENT_CPU} (`taskset -c {CLIENT_CPU} wrk -t1`), tasks-server pinned to CPU "
+        f"{SERVER_CPU} (`taskset -c {SERVER_CPU}`), pgbench pinned to CPU {CLIENT_CPU} "
+        f"(`pgbench -M prepared -j1`); PostgreSQL's own processes are not pinned. "
+        f"Workers: {meta['workers']}, pool: {meta['pool_size']}.",
+        "",
+        table(rows),
+        "",
+    ]
+    if cold:
+        lines.append(f"Cold start on SQLite (spawn -> first 200 on /ready), median of {len(cold)}: "
+                     f"{statistics.median(cold) * 1000:.0f} ms "
+                     f"(runs: {', '.join(f'{t * 1000:.0f}' for t in cold)} ms)")
+        lines.append("")
+    capped = sorted({(r["conns"], r["pgbench"]["clients"]) for r in rows
+                     if r.get("pgbench") and r["pgbench"]["clients"] != r["conns"]})
+    if capped:
+        lines.append("pgbench clients capped by PostgreSQL max_connections: " +
+                     ", ".join(f"{a} -> {b}" for a, b in capped) + " (shown as c=N).")
+        lines.append("")
+    noisy = [f"{r['scenario']}/{r['backend']}/{r['conns']}" for r in rows
+             if r["service"].get("background_busy_pct", 0) > 10 or r["service"].get("other_builds")
+             or r["service"].get("foreign_cpu_pct", 0) > 10
+             or (r.get("pgbench") or {}).get("foreign_cpu_pct", 0) > 10]
+    if noisy:
+        lines.append(f"WARNING: other work was using the CPU (>10% before or during the run, or a "
+                     f"build running) for: {', '.join(noisy)}; those numbers are noisy.")
+        lines.append("")
+    lines.append("Targets:")
+    lines += checks(rows, cold)
+    lines.append("")
+    for f in failures:
+        lines.append(f"ERROR: {f.splitlines()[0]}")
+    lines.append(f"Raw outputs: {RESULTS}")
+    report = "\n".join(lines)
+    (RESULTS / "summary.md").write_text(report + "\n")
+    (RESULTS / "summary.json").write_text(json.dumps({"meta": meta, "rows": rows, "cold_start_s": cold},
+                                                     indent=1))
+    print(report)
+    return 130 if interrupted else (1 if failures else 0)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _sigterm)
+    sys.exit(main())

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmark tasks-server against PostgreSQL's own speed (pgbench) and on SQLite.
+# Usage: bench/run.sh            (full: 1,000 users x 100 tasks, 3 s warm-up + 15 s runs)
+#        BENCH_QUICK=1 bench/run.sh   (smoke: 100 users x 10 tasks, 1 s + 3 s runs)
+# See bench/README.md for what is measured and every BENCH_* variable.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+install_pkgs() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "bench: missing $* and not root; install them (Debian: apt-get install $*)" >&2
+        exit 1
+    fi
+    echo "bench: installing $* (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq "$@" >&2
+}
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+command -v psql >/dev/null || missing+=(postgresql-client)
+if [ ${#missing[@]} -gt 0 ]; then install_pkgs "${missing[@]}"; fi
+
+if ! command -v pgbench >/dev/null; then
+    # Debian ships pgbench with the server package (postgresql-NN); use the
+    # installed server's copy if it is not on PATH.
+    pgb=$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1 || true)
+    if [ -n "$pgb" ]; then
+        export PATH="$(dirname "$pgb"):$PATH"
+    else
+        echo "bench: pgbench not found (Debian: it comes with the postgresql-NN package)" >&2
+        exit 1
+    fi
+fi
+
+exec python3 bench/bench.py "$@"
