@@ -36,11 +36,15 @@ pub struct TaskResponse {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written digit by digit: a list of 100
-/// tasks formats 200 of these, and chrono's general formatter showed in the
-/// profile.
+/// tasks formats 200 of these, and chrono's general formatter allocates and
+/// parses a format description each time.
 fn rfc3339_utc<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     use chrono::{Datelike as _, Timelike as _};
-    let year = t.year();
+    // Through the naive UTC value: DateTime's own accessors redo the
+    // (zero) offset arithmetic for every field.
+    let naive = t.naive_utc();
+    let (date, time) = (naive.date(), naive.time());
+    let year = date.year();
     if !(0..=9999).contains(&year) {
         return s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
     }
@@ -52,12 +56,12 @@ fn rfc3339_utc<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
         }
     };
     put(0, 4, year.unsigned_abs());
-    put(5, 2, t.month());
-    put(8, 2, t.day());
-    put(11, 2, t.hour());
-    put(14, 2, t.minute());
-    put(17, 2, t.second().min(59));
-    put(20, 6, (t.nanosecond() % 1_000_000_000) / 1_000);
+    put(5, 2, date.month());
+    put(8, 2, date.day());
+    put(11, 2, time.hour());
+    put(14, 2, time.minute());
+    put(17, 2, time.second().min(59));
+    put(20, 6, (time.nanosecond() % 1_000_000_000) / 1_000);
     s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
 }
 

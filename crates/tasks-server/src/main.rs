@@ -4,6 +4,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// A list response allocates a few hundred small strings; glibc's allocator
+// was a fifth of the CPU profile under load, mimalloc is much cheaper there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tasks_server::{Application, Settings, telemetry};
 
 #[derive(Parser)]

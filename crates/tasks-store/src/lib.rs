@@ -254,15 +254,23 @@ impl DieselTaskStore {
     }
 }
 
-fn into_task(row: Row) -> Result<Task, RepoError> {
+/// Converts a row selected for `owner`. The query already filtered by owner;
+/// comparing again (instead of re-parsing the id) is cheap and turns a
+/// mis-written query into an error rather than a leak.
+fn into_task(row: Row, owner: &OwnerId) -> Result<Task, RepoError> {
     let (id, user_id, title, description, completed, created_at, updated_at) = row;
+    if user_id != owner.as_str() {
+        return Err(RepoError::Unexpected(anyhow::anyhow!(
+            "task {id}: a query for one owner returned another owner's row"
+        )));
+    }
     // Rows were written through the same domain types; a row that no longer
     // parses means the data was changed behind the service's back.
     let corrupt =
         |what: &str| RepoError::Unexpected(anyhow::anyhow!("task {id}: stored {what} is invalid"));
     Ok(Task {
         id: TaskId::new(id),
-        owner: OwnerId::parse(&user_id).map_err(|_| corrupt("user_id"))?,
+        owner: owner.clone(),
         title: Title::parse(&title).map_err(|_| corrupt("title"))?,
         description: description
             .map(Description::parse)
@@ -274,8 +282,8 @@ fn into_task(row: Row) -> Result<Task, RepoError> {
     })
 }
 
-fn into_tasks(rows: Vec<Row>) -> Result<Vec<Task>, RepoError> {
-    rows.into_iter().map(into_task).collect()
+fn into_tasks(rows: Vec<Row>, owner: &OwnerId) -> Result<Vec<Task>, RepoError> {
+    rows.into_iter().map(|row| into_task(row, owner)).collect()
 }
 
 #[async_trait]
@@ -297,7 +305,7 @@ impl TaskRepository for DieselTaskStore {
                 }
             }
         })?;
-        into_tasks(rows)
+        into_tasks(rows, owner)
     }
 
     async fn get(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
@@ -310,7 +318,7 @@ impl TaskRepository for DieselTaskStore {
                 .await
                 .optional()
         })?;
-        row.map(into_task).transpose()
+        row.map(|r| into_task(r, owner)).transpose()
     }
 
     async fn create(&self, owner: &OwnerId, task: NewTask) -> Result<Task, RepoError> {
@@ -329,7 +337,7 @@ impl TaskRepository for DieselTaskStore {
                 .get_result::<Row>(conn)
                 .await
         })?;
-        into_task(row)
+        into_task(row, owner)
     }
 
     async fn update(
@@ -361,7 +369,7 @@ impl TaskRepository for DieselTaskStore {
             .await
             .optional()
         })?;
-        row.map(into_task).transpose()
+        row.map(|r| into_task(r, owner)).transpose()
     }
 
     async fn toggle(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
@@ -381,7 +389,7 @@ impl TaskRepository for DieselTaskStore {
             .await
             .optional()
         })?;
-        row.map(into_task).transpose()
+        row.map(|r| into_task(r, owner)).transpose()
     }
 
     async fn delete(&self, owner: &OwnerId, id: TaskId) -> Result<bool, RepoError> {
@@ -399,5 +407,34 @@ impl TaskRepository for DieselTaskStore {
 
     async fn ping(&self) -> Result<(), RepoError> {
         with_conn!(self, |conn| conn.batch_execute("SELECT 1").await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(user: &str, title: &str) -> Row {
+        let t = tasks_domain::now();
+        (7, user.to_owned(), title.to_owned(), None, false, t, t)
+    }
+
+    #[test]
+    fn rows_of_another_owner_are_an_error_not_a_task() {
+        let alice = OwnerId::parse("alice").unwrap();
+        assert!(into_task(row("alice", "mine"), &alice).is_ok());
+        assert!(matches!(
+            into_task(row("bob", "theirs"), &alice),
+            Err(RepoError::Unexpected(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_rows_are_an_error() {
+        let alice = OwnerId::parse("alice").unwrap();
+        assert!(matches!(
+            into_task(row("alice", "   "), &alice),
+            Err(RepoError::Unexpected(_))
+        ));
     }
 }
