@@ -36,4 +36,12 @@ if ! command -v pgbench >/dev/null; then
     fi
 fi
 
-exec python3 bench/bench.py "$@"
+python3 bench/bench.py "$@"
+
+# Token verification cost (HS256; EdDSA, Better Auth's default, with and
+# without the verified-token cache), printed in ns per token.
+if [ "${BENCH_SKIP_VERIFY:-0}" = 0 ]; then
+    echo
+    echo "## Token verification (cargo run --release -p tasks-auth --example verify_bench)"
+    cargo run --quiet --release --locked -p tasks-auth --example verify_bench
+fi
