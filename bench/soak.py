@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -91,7 +92,10 @@ def worker(port: int, stop: threading.Event, stats: Stats, interval: float, seed
     rng = random.Random(seed)
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     owned: dict[str, list[int]] = {}
-    tokens = {f"soak-user-{i}": jwt(f"soak-user-{i}") for i in range(USERS)}
+    # Each thread has its own users, so its picture of their tasks is exact
+    # and any unexpected status is the service's fault, not a race between
+    # client threads.
+    tokens = {f"soak-user-{i}": jwt(f"soak-user-{i}") for i in range(USERS) if i % THREADS == seed}
     users = list(tokens)
     next_at = time.monotonic()
     while not stop.is_set():
@@ -138,6 +142,8 @@ def worker(port: int, stop: threading.Event, stats: Stats, interval: float, seed
 
 
 def main() -> int:
+    # A plain `kill` still stops the service and drops the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not BIN.exists():
         print(f"soak: {BIN} missing; run cargo build --release", file=sys.stderr)
         return 2
