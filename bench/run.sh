@@ -36,7 +36,18 @@ if ! command -v pgbench >/dev/null; then
     fi
 fi
 
-python3 bench/bench.py "$@"
+# BENCH_REPEAT=N: N full runs, then the median table (bench/median.py).
+repeat="${BENCH_REPEAT:-1}"
+dirs=()
+for i in $(seq 1 "$repeat"); do
+    dir="bench/results/$(date +%Y%m%d-%H%M%S)-run$i"
+    BENCH_RESULTS_DIR="$dir" python3 bench/bench.py "$@"
+    dirs+=("$dir")
+done
+if [ "$repeat" -gt 1 ]; then
+    echo
+    python3 bench/median.py "${dirs[@]}"
+fi
 
 # Token verification cost (HS256; EdDSA, Better Auth's default, with and
 # without the verified-token cache), printed in ns per token.
