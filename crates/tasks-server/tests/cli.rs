@@ -331,3 +331,71 @@ fn logs_never_contain_tokens_or_secrets() {
         assert!(!logs.contains(needle), "log contains {needle:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_completes_accepted_requests_and_exits_in_time() {
+    let dir = TempDir::new("graceful_load");
+    let secret = "graceful-load-secret-0123456789abcdef";
+    let mut cmd = command(&dir);
+    cmd.env("JWT_SECRET", secret).env("SHUTDOWN_TIMEOUT", "5");
+    let mut server = Server::start(cmd);
+    let token = tasks_auth::issue_hs256(
+        secret.as_bytes(),
+        "u",
+        60,
+        &tasks_auth::ClaimRules::default(),
+    )
+    .unwrap();
+    let url = server.url("/api/tasks");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, token, stop) = (url.clone(), token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut refused) = (0_u32, 0_u32);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let res = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"title": format!("load {i}-{n}")}))
+                        .send()
+                        .await;
+                    match res {
+                        // Every request the server answered, it answered well.
+                        Ok(r) => {
+                            assert_eq!(
+                                r.status(),
+                                201,
+                                "a request answered during shutdown failed"
+                            );
+                            ok += 1;
+                        }
+                        // Not accepted any more: the listener is closed.
+                        Err(e) if e.is_connect() || e.is_request() => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("unexpected client error: {e}"),
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // `terminate` fails the test unless the process exits within 10 s of
+    // SIGTERM, while the clients keep sending: the 5 s grace period bounds it.
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total_ok = 0;
+    for c in clients {
+        total_ok += c.await.unwrap().0;
+    }
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(total_ok > 0);
+}
