@@ -4,7 +4,14 @@ use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel_async::AsyncPgConnection;
-use tasks_pg::PgTarget;
+use tasks_pg::{MakeRustlsConnect, PgTarget};
+use tokio_postgres::tls::MakeTlsConnect;
+
+/// The connection half of a TLS-capable tokio-postgres connection.
+type PgConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
 
 /// Everything needed to open connections to one server, parsed once.
 #[derive(Clone)]
@@ -29,13 +36,16 @@ impl PgConnector {
     /// # Errors
     /// Connecting or the TLS handshake failed.
     pub async fn connect(&self) -> Result<AsyncPgConnection, ConnectionError> {
-        let (client, connection) = self
-            .target
+        let (client, connection) = self.open().await?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+
+    async fn open(&self) -> Result<(tokio_postgres::Client, PgConnection), ConnectionError> {
+        self.target
             .config
             .connect(self.target.tls.clone())
             .await
-            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))
     }
 
     /// Opens one connection through a transaction-pooling PgBouncer.
@@ -46,12 +56,7 @@ impl PgConnector {
     /// # Errors
     /// Connecting, the TLS handshake or the set-up failed.
     pub async fn connect_pooled(&self) -> Result<AsyncPgConnection, ConnectionError> {
-        let (client, connection) = self
-            .target
-            .config
-            .connect(self.target.tls.clone())
-            .await
-            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        let (client, connection) = self.open().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");

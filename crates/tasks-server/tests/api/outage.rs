@@ -89,14 +89,7 @@ impl Proxy {
 async fn proxied_app(extra: &[(&str, &str)]) -> (TestApp, Proxy) {
     let (db, direct_url) = TestDb::create(Backend::Postgres).await;
     let proxy = Proxy::start(pg_host_port()).await;
-    let db_name = direct_url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let db_name = database_name(&direct_url);
     let proxied = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
     let app = TestApp::spawn_on(Backend::Postgres, Arc::new(db), &proxied, extra).await;
     (app, proxy)
@@ -120,6 +113,12 @@ async fn wait_until_ready(app: &TestApp) {
     panic!("the service did not become ready again without a restart");
 }
 
+/// The database name in a PostgreSQL URL.
+fn database_name(url: &str) -> String {
+    let path = url.rsplit('/').next().unwrap_or_default();
+    path.split('?').next().unwrap_or_default().to_owned()
+}
+
 fn pg_host_port() -> String {
     let url = crate::helpers::admin_url();
     let after_at = url.split('@').nth(1).unwrap_or("127.0.0.1:5432/postgres");
@@ -133,26 +132,10 @@ fn pg_host_port() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_503_and_the_service_recovers() {
-    let (db, direct_url) = TestDb::create(Backend::Postgres).await;
-    let proxy = Proxy::start(pg_host_port()).await;
-    let db_name = direct_url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
-    let proxied = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
-    let app = TestApp::spawn_on(
-        Backend::Postgres,
-        Arc::new(db),
-        &proxied,
-        &[
-            ("DATABASE_CONNECT_TIMEOUT", "1"),
-            ("DATABASE_QUERY_TIMEOUT", "2"),
-        ],
-    )
+    let (app, proxy) = proxied_app(&[
+        ("DATABASE_CONNECT_TIMEOUT", "1"),
+        ("DATABASE_QUERY_TIMEOUT", "2"),
+    ])
     .await;
     let token = app.token("alice");
     let before = app.create_ok(&token, "written before the outage").await;
@@ -312,14 +295,7 @@ async fn slow_database_is_503_not_a_pile_up() {
 async fn two_instances_direct_and_through_pgbouncer_agree() {
     let (db, direct_url) = TestDb::create(Backend::Postgres).await;
     let db = Arc::new(db);
-    let name = direct_url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let name = database_name(&direct_url);
     let pooled_url = format!(
         "postgres://postgres@127.0.0.1:{}/{name}",
         crate::helpers::pgbouncer_port()
