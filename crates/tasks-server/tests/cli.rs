@@ -7,10 +7,15 @@
     reason = "a test fails by panicking, with the message"
 )]
 
+#[path = "api/helpers.rs"]
+mod helpers;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use helpers::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tasks-server");
 
@@ -38,14 +43,6 @@ fn command(dir: &TempDir) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .current_dir(&dir.0);
     cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Server {

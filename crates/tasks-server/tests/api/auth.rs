@@ -5,17 +5,8 @@ use jsonwebtoken::Algorithm;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, assert_error, b64_json, now, sign, sign_with};
+use crate::helpers::{Backend, ENDPOINTS, TestApp, assert_error, b64_json, now, sign, sign_with};
 use crate::on_both_backends;
-
-const ENDPOINTS: [(&str, &str); 6] = [
-    ("GET", "/api/tasks"),
-    ("POST", "/api/tasks"),
-    ("GET", "/api/tasks/1"),
-    ("PUT", "/api/tasks/1"),
-    ("DELETE", "/api/tasks/1"),
-    ("PATCH", "/api/tasks/1/complete"),
-];
 
 async fn expect_401(app: &TestApp, method: &str, path: &str, authorization: Option<&str>) -> Value {
     let mut req = app

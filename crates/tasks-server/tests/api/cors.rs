@@ -3,21 +3,14 @@
 
 use reqwest::Method;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, ENDPOINTS, TestApp};
 use crate::on_both_backends;
 
 const ALLOWED: &str = "http://localhost:3000";
 
 async fn preflight_is_answered_for_all_six_operations(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    for (method, path) in [
-        ("GET", "/api/tasks"),
-        ("POST", "/api/tasks"),
-        ("GET", "/api/tasks/1"),
-        ("PUT", "/api/tasks/1"),
-        ("DELETE", "/api/tasks/1"),
-        ("PATCH", "/api/tasks/1/complete"),
-    ] {
+    for (method, path) in ENDPOINTS {
         for origin in [ALLOWED, "https://app.example.com"] {
             let res = app
                 .client

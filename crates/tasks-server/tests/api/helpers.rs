@@ -12,6 +12,25 @@ use reqwest::{Method, Response};
 use serde_json::Value;
 use tasks_server::{Application, Settings};
 
+/// The six task operations, as (method, path) with a path id of 1.
+pub const ENDPOINTS: [(&str, &str); 6] = [
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/1"),
+    ("PUT", "/api/tasks/1"),
+    ("DELETE", "/api/tasks/1"),
+    ("PATCH", "/api/tasks/1/complete"),
+];
+
+/// A port that was free a moment ago, for processes the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

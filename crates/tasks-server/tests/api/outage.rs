@@ -169,23 +169,7 @@ async fn database_outage_is_503_and_the_service_recovers() {
     );
 
     proxy.restore();
-    let mut ready = false;
-    for _ in 0..60 {
-        if app
-            .client
-            .get(app.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(ready, "the service becomes ready again without a restart");
+    wait_until_ready(&app).await;
     let tasks: Vec<Value> = app.list(&token, "").await.json().await.unwrap();
     assert_eq!(
         tasks,
