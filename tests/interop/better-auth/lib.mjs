@@ -7,6 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { it } from "node:test";
 import pg from "pg";
 
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -20,6 +21,22 @@ export const rand = (n = 8) => randomBytes(n).toString("hex");
 // ---------------------------------------------------------------- TASKS_BIN
 
 /** Returns the tasks binary path, or throws a clear error. Never skips. */
+/**
+ * Checks TASKS_BIN before any suite starts. Returns true when it is usable;
+ * otherwise registers one failing test with the reason (never a silent skip).
+ */
+export function tasksBinReady() {
+  try {
+    requireTasksBin();
+    return true;
+  } catch (e) {
+    it("TASKS_BIN points at the built tasks-server binary", () => {
+      throw e;
+    });
+    return false;
+  }
+}
+
 export function requireTasksBin() {
   const bin = process.env.TASKS_BIN;
   if (!bin) {
