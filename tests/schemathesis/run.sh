@@ -25,7 +25,8 @@
 #   SCHEMATHESIS_CHECKS        override the checks, e.g. "all" (default: schemathesis.toml)
 #   SCHEMATHESIS_REPORT_DIR    JUnit report and server log (default: tests/schemathesis/report)
 #   SCHEMATHESIS_VENV          virtualenv location (default: tests/schemathesis/.venv)
-#   PYTHON                     interpreter used to create the venv (default: python3, >= 3.10)
+#   PYTHON                     interpreter used to create the venv (default: the newest
+#                              CPython >= 3.12 found on PATH or under pyenv, else python3)
 # Traffic goes only to 127.0.0.1.
 set -euo pipefail
 
@@ -37,7 +38,23 @@ MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
 RUN_TIMEOUT="${SCHEMATHESIS_TIMEOUT:-600}"
 VENV="${SCHEMATHESIS_VENV:-$HERE/.venv}"
 REPORT_DIR="${SCHEMATHESIS_REPORT_DIR:-$HERE/report}"
-PYTHON="${PYTHON:-python3}"
+# CPython 3.11 has a bug that hypothesis can hit (`SystemError: AST
+# constructor recursion depth mismatch`, aborting a generation phase in about
+# half of the runs seen here): prefer a 3.12 or newer when the machine has one.
+pick_python() {
+  local c
+  local candidates=(python3.14 python3.13 python3.12)
+  if command -v pyenv >/dev/null 2>&1; then
+    candidates+=("$(pyenv root)"/versions/3.1[2-9]*/bin/python3)
+  fi
+  for c in "${candidates[@]}"; do
+    if "$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+      echo "$c"; return
+    fi
+  done
+  echo python3
+}
+PYTHON="${PYTHON:-$(pick_python)}"
 START_TIMEOUT="${SCHEMATHESIS_START_TIMEOUT:-60}"
 
 die() { echo "run.sh: $*" >&2; exit 2; }
@@ -51,10 +68,13 @@ if [[ -n "${DATABASE_URL:-}" && "$DATABASE_URL" != postgres://* && "$DATABASE_UR
 fi
 
 # --- 1. Virtualenv with the pinned Schemathesis -----------------------------
-want_sha="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"
+want_sha="$( (cat "$HERE/requirements.txt"; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
 stamp="$VENV/.requirements.sha256"
 if [[ ! -x "$VENV/bin/schemathesis" || "$(cat "$stamp" 2>/dev/null || true)" != "$want_sha" ]]; then
-  echo "run.sh: installing $(grep -E '^schemathesis==' "$HERE/requirements.txt") into $VENV"
+  echo "run.sh: installing $(grep -E '^schemathesis==' "$HERE/requirements.txt") into $VENV ($("$PYTHON" --version 2>&1))"
+  if [[ -x "$VENV/bin/python" ]] && ! cmp -s <("$VENV/bin/python" -c 'import sys; print(sys.version)') <("$PYTHON" -c 'import sys; print(sys.version)'); then
+    rm -rf "$VENV"   # made with another interpreter
+  fi
   if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON (Debian: apt-get install python3-venv)"
   fi
@@ -152,16 +172,27 @@ args=(run "$base/openapi.json" --max-examples "$MAX_EXAMPLES")
 [[ -n "${SCHEMATHESIS_CHECKS:-}" ]] && args+=(--checks "$SCHEMATHESIS_CHECKS")
 args+=("$@")
 
-echo "run.sh: schemathesis ${args[*]} (max ${RUN_TIMEOUT}s)"
+echo "run.sh: schemathesis ${args[*]} (max ${RUN_TIMEOUT}s, $("$PY" --version 2>&1))"
 started=$SECONDS
-# In the background plus `wait`, so that INT/TERM to this script run the trap
-# at once (bash defers traps while a foreground child runs).
-timeout --kill-after=15 "$RUN_TIMEOUT" \
-  "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" "${args[@]}" </dev/null &
-fuzz_pid=$!
-rc=0
-wait "$fuzz_pid" || rc=$?
-fuzz_pid=""
+fuzz_log="$work/schemathesis.log"
+run_fuzz() {
+  # In the background plus `wait`, so that INT/TERM to this script run the
+  # trap at once (bash defers traps while a foreground child runs).
+  timeout --kill-after=15 "$RUN_TIMEOUT" \
+    "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" "${args[@]}" </dev/null \
+    > >(tee "$fuzz_log") 2>&1 &
+  fuzz_pid=$!
+  rc=0
+  wait "$fuzz_pid" || rc=$?
+  fuzz_pid=""
+}
+run_fuzz
+# The CPython 3.11 bug above, recognised exactly, is retried once; any other
+# failure fails at once.
+if ((rc != 0)) && grep -q 'SystemError: AST constructor recursion depth mismatch' "$fuzz_log"; then
+  echo "run.sh: schemathesis hit the CPython 3.11 AST bug (not a finding); retrying once" >&2
+  run_fuzz
+fi
 elapsed=$((SECONDS - started))
 
 if ((rc == 124 || rc == 137)); then
