@@ -139,6 +139,23 @@ impl Description {
     }
 }
 
+/// Values read back from storage. The database's constraints repeat the
+/// rules, but rules change between releases (a release may trim or reject
+/// more than the one that wrote the row), and a user's existing task must
+/// stay readable: the store checks a stored value with `parse`, logs a
+/// violation with the task id, and keeps the value as stored.
+macro_rules! from_storage {
+    ($($ty:ident),*) => {$(
+        impl $ty {
+            #[must_use]
+            pub fn from_storage(stored: String) -> Self {
+                Self(stored)
+            }
+        }
+    )*};
+}
+from_storage!(Title, Description);
+
 // Task text is the user's private content: never print it through `{:?}`.
 macro_rules! redacted_debug {
     ($($ty:ident),*) => {$(

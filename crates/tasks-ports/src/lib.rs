@@ -13,8 +13,9 @@ use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch};
 /// two cases MUST be indistinguishable.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    /// The database cannot be reached, is overloaded, or did not answer in
-    /// time. Retrying later may succeed; the operation did not take effect.
+    /// The database cannot be reached, is overloaded, is out of disk space,
+    /// or did not answer in time. Retrying later may succeed; the operation
+    /// did not take effect.
     #[error("task storage is unavailable")]
     Unavailable(#[source] anyhow::Error),
     /// Anything else: a bug, a schema mismatch, corrupt data.
@@ -34,14 +35,32 @@ pub enum RepoError {
 /// is not a normal outcome.
 #[async_trait]
 pub trait TaskRepository: Send + Sync + 'static {
-    /// The owner's tasks that pass `filter`, newest first (descending id).
-    async fn list(&self, owner: &OwnerId, filter: StatusFilter) -> Result<Vec<Task>, RepoError>;
+    /// One keyset batch of the owner's tasks that pass `filter`, newest first
+    /// (descending id): at most `limit` tasks, all with an id below `before`
+    /// when it is given. A batch shorter than `limit` is the last one. Each
+    /// call is one short query, so a caller can stream a long list without
+    /// holding a connection in between.
+    async fn list(
+        &self,
+        owner: &OwnerId,
+        filter: StatusFilter,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>, RepoError>;
 
     /// The task, or `None` when it does not exist or belongs to another owner.
     async fn get(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError>;
 
-    /// Stores a new, not completed task for `owner`.
-    async fn create(&self, owner: &OwnerId, task: NewTask) -> Result<Task, RepoError>;
+    /// Stores a new, not completed task for `owner`, unless the owner already
+    /// holds `max_tasks` tasks: then nothing is stored and the result is
+    /// `None`. The check and the insert are one atomic step, so concurrent
+    /// creates never take an owner past `max_tasks`.
+    async fn create(
+        &self,
+        owner: &OwnerId,
+        task: NewTask,
+        max_tasks: u32,
+    ) -> Result<Option<Task>, RepoError>;
 
     /// Applies `patch` in one statement and bumps `updated_at`; `None` when the
     /// task does not exist or belongs to another owner.

@@ -38,6 +38,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("Task limit reached: a user may hold at most {0} tasks; delete some first")]
+    TaskLimitReached(u32),
     #[error("Too many requests; retry in {0} s")]
     RateLimited(u64),
     #[error("The service is temporarily unavailable; retry shortly")]
@@ -54,6 +56,7 @@ impl ApiError {
             Self::Unauthorized(_) => "authentication_error",
             Self::TaskNotFound | Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::TaskLimitReached(_) => "task_limit_reached",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -104,6 +107,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TaskLimitReached(_) => StatusCode::CONFLICT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

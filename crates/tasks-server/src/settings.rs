@@ -73,6 +73,8 @@ struct Raw {
     client_request_timeout: Option<String>,
     rate_limit_per_minute: Option<String>,
     rate_limit_burst: Option<String>,
+    max_tasks_per_user: Option<String>,
+    client_write_timeout: Option<String>,
 }
 
 /// How log lines are written.
@@ -132,6 +134,11 @@ pub struct Settings {
     pub rate_limit_per_minute: Option<u32>,
     /// Bucket size: requests a user may make at once (default: one minute's worth).
     pub rate_limit_burst: Option<u32>,
+    /// Most tasks one user may hold (`MAX_TASKS_PER_USER`).
+    pub max_tasks_per_user: u32,
+    /// A client that reads nothing of a response for this long is
+    /// disconnected (`CLIENT_WRITE_TIMEOUT`).
+    pub client_write_timeout: Duration,
 }
 
 /// Name of the file, inside the data directory, holding the generated
@@ -373,8 +380,27 @@ impl Settings {
             bail!("RATE_LIMIT_BURST must be at least 1");
         }
 
+        let max_tasks_per_user: u32 = parse_or(
+            "MAX_TASKS_PER_USER",
+            raw.max_tasks_per_user.as_deref(),
+            10_000,
+        )?;
+        if !(1..=1_000_000).contains(&max_tasks_per_user) {
+            bail!("MAX_TASKS_PER_USER must be between 1 and 1000000 (got {max_tasks_per_user})");
+        }
+        let client_write_timeout = seconds(
+            "CLIENT_WRITE_TIMEOUT",
+            raw.client_write_timeout.as_deref(),
+            30.0,
+        )?;
+        if client_write_timeout < Duration::from_secs(1) {
+            bail!("CLIENT_WRITE_TIMEOUT must be at least 1 second");
+        }
+
         Ok(Self {
             production,
+            max_tasks_per_user,
+            client_write_timeout,
             rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
             rate_limit_burst,
             host,

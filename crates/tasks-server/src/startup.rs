@@ -29,6 +29,8 @@ pub struct AppState {
     pub verifier: Arc<dyn TokenVerifier>,
     /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
     pub rate_limiter: Option<RateLimiter>,
+    /// Most tasks one user may hold.
+    pub max_tasks_per_user: u32,
 }
 
 /// A built, bound, not yet running service.
@@ -63,6 +65,7 @@ impl Application {
         let state = web::Data::new(AppState {
             repo: Arc::new(store),
             verifier,
+            max_tasks_per_user: settings.max_tasks_per_user,
             rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
                 RateLimiter::new(per_minute, settings.rate_limit_burst.unwrap_or(per_minute))
             }),
@@ -85,6 +88,7 @@ impl Application {
 
         let origins = settings.cors_origins.clone();
         let limit = BodyLimit(settings.max_body_bytes);
+        let write_timeout = settings.client_write_timeout;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -96,6 +100,7 @@ impl Application {
                 .wrap(from_fn(request_context))
                 .configure(routes)
         })
+        .on_connect(move |connection, _| limit_unread_time(connection, write_timeout))
         .listen(listener)?
         .workers(settings.workers)
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
@@ -162,6 +167,25 @@ fn routes(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::NotFound("Not found".into()))
     }));
+}
+
+/// Disconnects a client that reads nothing for `timeout`.
+///
+/// actix-web has no send timeout: a response it cannot write waits for the
+/// socket forever. The kernel's `TCP_USER_TIMEOUT` (Linux) aborts a
+/// connection whose sent data stays unacknowledged, or whose peer keeps its
+/// receive window shut, for that long, which is exactly a client that stopped
+/// reading (or vanished). Elsewhere this is a no-op and the keep-alive and
+/// shutdown timeouts remain the only bounds.
+fn limit_unread_time(connection: &dyn std::any::Any, timeout: Duration) {
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+            tracing::debug!(error = %e, "could not set TCP_USER_TIMEOUT");
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+        let _ = (tcp, timeout);
+    }
 }
 
 fn cors(origins: &[String]) -> Cors {

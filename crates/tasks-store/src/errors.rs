@@ -23,13 +23,60 @@ pub(crate) fn pool_error(err: PoolError) -> RepoError {
     RepoError::Unavailable(anyhow::anyhow!(detail))
 }
 
-/// Errors while a query ran: connection-level problems are `Unavailable`,
-/// everything else `Unexpected`.
+/// Errors while a query ran: connection-level problems, timeouts and a full
+/// disk are `Unavailable`, everything else `Unexpected`.
 pub(crate) fn query_error(err: DieselError) -> RepoError {
-    if is_transient(&err) {
+    if is_disk_full(&err) {
+        RepoError::Unavailable(anyhow::Error::new(err).context("the database is out of disk space"))
+    } else if is_transient(&err) {
         RepoError::Unavailable(anyhow::Error::new(err).context("the database did not answer"))
     } else {
         RepoError::Unexpected(anyhow::Error::new(err).context("query failed"))
+    }
+}
+
+/// SQLite's `SQLITE_FULL` and PostgreSQL's SQLSTATE 53100 (`disk_full`) and
+/// the "No space left on device" failures of file writes; diesel passes
+/// neither code through, only the message.
+pub(crate) fn is_disk_full(err: &DieselError) -> bool {
+    const FULL: &[&str] = &[
+        "database or disk is full",
+        "No space left on device",
+        "could not extend file",
+        "disk full",
+    ];
+    match err {
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            FULL.iter().any(|needle| message.contains(needle))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the connection that produced `err` can no longer be trusted: it
+/// is closed, broken mid-protocol, or its transaction state is unknown.
+/// Anything else (a constraint, a cancelled or timed-out statement, a full
+/// disk) leaves it idle and reusable.
+pub(crate) fn breaks_connection(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(kind, info) => {
+            matches!(
+                kind,
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+            ) || {
+                let message = info.message();
+                [
+                    "terminating connection",
+                    "connection",
+                    "the database system is",
+                ]
+                .iter()
+                .any(|needle| message.contains(needle))
+            }
+        }
+        DieselError::BrokenTransactionManager | DieselError::AlreadyInTransaction => true,
+        _ => false,
     }
 }
 

@@ -31,6 +31,12 @@ impl PgConnector {
         })
     }
 
+    /// The TLS set-up, for cancel requests.
+    #[must_use]
+    pub fn tls(&self) -> tasks_pg::MakeRustlsConnect {
+        self.target.tls.clone()
+    }
+
     /// Opens one connection.
     ///
     /// # Errors

@@ -7,18 +7,8 @@ use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskPatch};
 use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, JsonBody, TaskIdPath};
+use crate::routes::listing::{self, owned};
 use crate::startup::AppState;
-
-/// Defence in depth: the store filters by owner in SQL; this check makes sure
-/// that even a faulty adapter cannot hand one user's task to another.
-fn owned(task: Task, caller: &OwnerId) -> Result<TaskResponse, ApiError> {
-    if task.is_visible_to(caller) {
-        Ok(task.into())
-    } else {
-        tracing::error!(task_id = %task.id, "store returned a task of another owner; withheld");
-        Err(ApiError::TaskNotFound)
-    }
-}
 
 fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
     let task = task.ok_or(ApiError::TaskNotFound)?;
@@ -50,12 +40,7 @@ pub async fn list_tasks(
 ) -> Result<HttpResponse, ApiError> {
     let filter = StatusFilter::parse(query.status.as_deref())
         .map_err(|e| ApiError::Validation(e.to_string()))?;
-    let tasks = state.repo.list(&caller.0, filter).await?;
-    let body = tasks
-        .into_iter()
-        .map(|t| owned(t, &caller.0))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(body))
+    listing::respond(state.repo.clone(), caller.0, filter).await
 }
 
 /// Create a task for the caller.
@@ -84,7 +69,12 @@ pub async fn create_task(
     body: JsonBody<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewTask::try_from(body.0)?;
-    let task = state.repo.create(&caller.0, new).await?;
+    let max = state.max_tasks_per_user;
+    let task = state
+        .repo
+        .create(&caller.0, new, max)
+        .await?
+        .ok_or(ApiError::TaskLimitReached(max))?;
     let body = owned(task, &caller.0)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/tasks/{}", body.id)))
