@@ -338,6 +338,13 @@ impl DieselTaskStore {
         }
     }
 
+    /// A write went through: whatever filled the disk is over.
+    fn note_write(&self) {
+        if let Ok(mut at) = self.disk_full_at.lock() {
+            *at = None;
+        }
+    }
+
     fn disk_recently_full(&self) -> bool {
         self.disk_full_at
             .lock()
@@ -577,6 +584,7 @@ impl TaskRepository for DieselTaskStore {
             })?
             .map(Row::from),
         };
+        self.note_write();
         row.map(|r| into_task(r, owner)).transpose()
     }
 
@@ -609,6 +617,7 @@ impl TaskRepository for DieselTaskStore {
             .await
             .optional()
         })?;
+        self.note_write();
         row.map(|r| into_task(r, owner)).transpose()
     }
 
@@ -629,6 +638,7 @@ impl TaskRepository for DieselTaskStore {
             .await
             .optional()
         })?;
+        self.note_write();
         row.map(|r| into_task(r, owner)).transpose()
     }
 
@@ -658,6 +668,7 @@ impl TaskRepository for DieselTaskStore {
                 i64::try_from(n).unwrap_or(i64::MAX)
             }
         };
+        self.note_write();
         Ok(deleted > 0)
     }
 

@@ -96,7 +96,7 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-async fn admin() -> tokio_postgres::Client {
+pub async fn admin() -> tokio_postgres::Client {
     let url = admin_url();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await

@@ -11,6 +11,7 @@
 mod helpers;
 
 mod auth;
+mod bounded;
 mod cors;
 mod errors;
 mod isolation;
