@@ -10,7 +10,15 @@
 //! the same JSON array as before.
 //!
 //! A list that fits in the first batch (almost all of them) is answered as
-//! one ordinary body with a `Content-Length`, exactly as before.
+//! one ordinary body with a `Content-Length`, exactly as before. A longer one
+//! is streamed from its start in small batches, sized from the rows seen so
+//! far: the full first batch is let go rather than held, because a client
+//! that stops reading at once would otherwise pin up to 128 maximum-size rows
+//! (about 5 MB of four-byte characters) for as long as it stalls.
+//!
+//! Memory per stalled reader is then at most one batch (32 rows at first,
+//! then about 256 KB of JSON, never more than 1,000 rows) plus one 64 KB
+//! chunk; `CLIENT_WRITE_TIMEOUT` disconnects it.
 //!
 //! Batches are read one after another, not in one snapshot: a task created
 //! while a long list streams is not in it (it is newer than the first
@@ -31,6 +39,8 @@ use crate::error::ApiError;
 /// Tasks in the first batch. Lists up to this long (the benchmark's users
 /// have 100) take one query and one body.
 pub const FIRST_BATCH: usize = 128;
+/// The first batch of a streamed list, before any row size is known.
+const STREAM_FIRST_BATCH: usize = 32;
 /// Later batches aim at this many bytes of JSON, from the size of the rows
 /// seen so far, between `MIN_BATCH` and `MAX_BATCH` tasks.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -57,11 +67,12 @@ pub async fn respond(
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(HttpResponse::Ok().json(body));
     }
+    drop(first);
     let listing = Listing {
         repo,
         owner,
         filter,
-        pending: first.into(),
+        pending: VecDeque::new(),
         more: true,
         last_id: None,
         written: 0,
@@ -141,8 +152,12 @@ impl Listing {
     }
 
     async fn fetch(&mut self) -> Result<(), ApiError> {
-        let per_row = (self.batch_bytes / self.batch_rows.max(1)).max(1);
-        let limit = (BATCH_BYTES / per_row).clamp(MIN_BATCH, MAX_BATCH);
+        let limit = if self.batch_rows == 0 {
+            STREAM_FIRST_BATCH
+        } else {
+            let per_row = (self.batch_bytes / self.batch_rows).max(1);
+            (BATCH_BYTES / per_row).clamp(MIN_BATCH, MAX_BATCH)
+        };
         let batch = self
             .repo
             .list(&self.owner, self.filter, self.last_id, limit)
