@@ -152,11 +152,9 @@ impl Listing {
     }
 
     async fn fetch(&mut self) -> Result<(), ApiError> {
-        let limit = if self.batch_rows == 0 {
-            STREAM_FIRST_BATCH
-        } else {
-            let per_row = (self.batch_bytes / self.batch_rows).max(1);
-            (BATCH_BYTES / per_row).clamp(MIN_BATCH, MAX_BATCH)
+        let limit = match self.batch_bytes.checked_div(self.batch_rows) {
+            None => STREAM_FIRST_BATCH,
+            Some(per_row) => (BATCH_BYTES / per_row.max(1)).clamp(MIN_BATCH, MAX_BATCH),
         };
         let batch = self
             .repo
