@@ -49,7 +49,11 @@ PAD = max(4, len(str(USERS)))
 DURATION = env_int("BENCH_DURATION", 3 if QUICK else 15)
 WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 3)
 CONNS = [int(c) for c in env_list("BENCH_CONNS", "64,256")]
-SCENARIOS = env_list("BENCH_SCENARIOS", "list,get,mixed,create")
+SCENARIOS = env_list("BENCH_SCENARIOS", "list,get,mixed,create,list10k")
+# list10k: one user at the default task limit (MAX_TASKS_PER_USER), whose list
+# the service streams in keyset batches.
+HOARDER = "bench-hoarder"
+HOARD = env_int("BENCH_HOARD_TASKS", 10000)
 BACKENDS = env_list("BENCH_BACKENDS", "pg,sqlite")
 COLDSTART_RUNS = env_int("BENCH_COLDSTART_RUNS", 5)
 TASKS_BIN = Path(os.environ.get("TASKS_BIN") or ROOT / "target" / "release" / "tasks-server")
@@ -68,6 +72,7 @@ PGBENCH_SCRIPTS = {
     "list": [("list.sql", None)],
     "get": [("get.sql", None)],
     "create": [("create.sql", None)],
+    "list10k": [("list10k.sql", None)],
     "mixed": [("list.sql", 40), ("get.sql", 40), ("create.sql", 5),
               ("toggle.sql", 5), ("update.sql", 5), ("delete.sql", 5)],
 }
@@ -128,7 +133,7 @@ def write_lua_data(path: Path, owned: dict[str, str]) -> None:
     lines += [f'"{mint_jwt(u, now)}",' for u in users]
     lines += ["},", "ids = {"]
     lines += [f'"{owned[u]}",' for u in users]
-    lines += ["},", "}"]
+    lines += ["},", f'hoarder_token = "{mint_jwt(HOARDER, now)}",', "}"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -348,7 +353,7 @@ class PgBackend:
         # One INSERT ... SELECT generate_series. Task ids are 1..N in user order, so the
         # owner of seeded task id is user (id - 1) / TPU + 1 (pgbench's get relies on it).
         psql(f"""
-TRUNCATE tasks RESTART IDENTITY;
+TRUNCATE tasks, task_counts RESTART IDENTITY;
 INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
 SELECT g,
        'bench-user-' || lpad(((g - 1) / {TPU} + 1)::text, {PAD}, '0'),
@@ -358,7 +363,15 @@ SELECT g,
        timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
        timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
 FROM generate_series(1, {NTASKS}) AS g;
-SELECT setval(pg_get_serial_sequence('tasks', 'id'), {NTASKS});
+INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+SELECT {NTASKS} + g, '{HOARDER}', 'hoarded task ' || g,
+       'seeded description for task ' || g || ': lorem ipsum dolor sit amet, consectetur adipiscing',
+       g % 4 = 0,
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
+FROM generate_series(1, {HOARD}) AS g;
+INSERT INTO task_counts (user_id, tasks) SELECT user_id, count(*) FROM tasks GROUP BY user_id;
+SELECT setval(pg_get_serial_sequence('tasks', 'id'), {NTASKS + HOARD});
 VACUUM ANALYZE tasks;
 """)
         self.dirty = False
@@ -420,6 +433,12 @@ class SqliteBackend:
                 ((g, user_name((g - 1) // TPU + 1), f"seeded task {g}",
                   f"seeded description for task {g}: lorem ipsum dolor sit amet, consectetur adipiscing",
                   int(g % 4 == 0), ts, ts) for g in range(1, NTASKS + 1)))
+            con.executemany(
+                "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((NTASKS + g, HOARDER, f"hoarded task {g}",
+                  f"seeded description for task {g}: lorem ipsum dolor sit amet, consectetur adipiscing",
+                  int(g % 4 == 0), ts, ts) for g in range(1, HOARD + 1)))
             con.commit()
             con.execute("ANALYZE")
             con.commit()
@@ -649,6 +668,11 @@ def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
     for row in rows:
         s, pg = row["service"], row.get("pgbench")
         name = f"{row['scenario']}/{row['backend']}/{row['conns']} conns"
+        if row["scenario"] == "list10k":
+            # No target of its own: it shows what a 10,000-task list costs
+            # next to the database's one-statement read of the same rows.
+            add(s["errors"] == 0, f"{name}: {s['rps']:.0f} req/s, {s['errors']} errors (0)")
+            continue
         if row["backend"] == "pg" and row["conns"] == 64:
             ratio = s["rps"] / pg["tps"] if pg and pg["tps"] else 0.0
             add(ratio >= 0.70 and s["errors"] == 0,

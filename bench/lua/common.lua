@@ -17,6 +17,7 @@ local D = dofile(data_path)
 
 USERS = D.users
 TOKENS = D.tokens
+HOARDER_TOKEN = D.hoarder_token
 NUSERS = #USERS
 IDS = nil          -- parsed lazily (only `get`/`mixed` need it)
 
