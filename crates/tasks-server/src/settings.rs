@@ -732,6 +732,115 @@ mod tests {
     }
 
     #[test]
+    fn better_auth_secret_is_no_hs256_key_once_sessions_or_jwks_are_chosen() {
+        for mode in [
+            ("BETTER_AUTH_DATABASE_URL", "postgres://ba@db/auth"),
+            ("BETTER_AUTH_URL", "https://auth.example"),
+            ("JWKS_URL", "https://auth.example/api/auth/jwks"),
+        ] {
+            let s = Settings::from_pairs([("BETTER_AUTH_SECRET", "b-secret"), mode]).unwrap();
+            assert!(s.auth.hs256_secret.is_none(), "{mode:?}");
+            assert!(s.auth.hs256_reason.contains("not accepted"), "{mode:?}");
+            assert!(
+                s.auth.better_auth_secret.is_some(),
+                "still checks signed sessions"
+            );
+            let s = Settings::from_pairs([
+                ("BETTER_AUTH_SECRET", "b-secret"),
+                ("JWT_ACCEPT_BETTER_AUTH_SECRET", "true"),
+                mode,
+            ])
+            .unwrap();
+            assert_eq!(s.auth.hs256_secret.unwrap().expose(), "b-secret");
+            let s = Settings::from_pairs([
+                ("BETTER_AUTH_SECRET", "b-secret"),
+                ("JWT_SECRET", "j-secret"),
+                mode,
+            ])
+            .unwrap();
+            assert_eq!(s.auth.hs256_secret.unwrap().expose(), "j-secret");
+        }
+        let s = Settings::from_pairs([
+            ("BETTER_AUTH_SECRET", "b-secret"),
+            ("JWT_ACCEPT_BETTER_AUTH_SECRET", "false"),
+        ])
+        .unwrap();
+        assert!(s.auth.hs256_secret.is_none());
+        assert!(
+            err(&[("JWT_ACCEPT_BETTER_AUTH_SECRET", "perhaps")])
+                .contains("JWT_ACCEPT_BETTER_AUTH_SECRET")
+        );
+    }
+
+    #[test]
+    fn production_refuses_weak_settings_naming_the_variable() {
+        let prod = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("APP_ENV", "production")];
+            all.extend_from_slice(pairs);
+            err(&all)
+        };
+        assert!(prod(&[("JWT_SECRET", "a")]).contains("JWT_SECRET"));
+        assert!(prod(&[("BETTER_AUTH_SECRET", "short")]).contains("BETTER_AUTH_SECRET"));
+        let e = prod(&[("BETTER_AUTH_URL", "http://auth.example.com")]);
+        assert!(e.contains("BETTER_AUTH_URL") && e.contains("https"), "{e}");
+        let e = prod(&[
+            ("BETTER_AUTH_URL", "https://auth.example.com"),
+            ("JWKS_URL", "http://user:pw-in-url@10.1.2.3/jwks"),
+        ]);
+        assert!(e.contains("JWKS_URL") && !e.contains("pw-in-url"), "{e}");
+        assert!(
+            prod(&[
+                ("JWT_SECRET", &"k".repeat(32)),
+                ("LOG_DRIVER_DEBUG", "true")
+            ])
+            .contains("LOG_DRIVER_DEBUG")
+        );
+        // What production accepts: long secrets, https, plain http to this machine.
+        for ok in [
+            vec![("JWT_SECRET", "k".repeat(32))],
+            vec![("BETTER_AUTH_URL", "https://auth.example.com".to_owned())],
+            vec![("BETTER_AUTH_URL", "http://localhost:3000".to_owned())],
+            vec![("JWKS_URL", "http://127.0.0.1:3000/api/auth/jwks".to_owned())],
+        ] {
+            let mut pairs = vec![("APP_ENV", "production")];
+            pairs.extend(ok.iter().map(|(k, v)| (*k, v.as_str())));
+            assert!(Settings::from_pairs(pairs).is_ok(), "{ok:?}");
+        }
+        // Development only warns (at start-up) about the same settings.
+        assert!(Settings::from_pairs([("JWT_SECRET", "a"), ("LOG_DRIVER_DEBUG", "true")]).is_ok());
+    }
+
+    #[test]
+    fn token_and_session_limits() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert_eq!(s.auth.rules.max_age_secs, None);
+        assert_eq!(s.auth.session_pool_size, 4);
+        assert_eq!(s.auth.session_negative_cache_ttl, Duration::from_secs(10));
+        assert!(!s.log_driver_debug);
+        let s = Settings::from_pairs([
+            ("JWT_MAX_AGE", "3600"),
+            ("BETTER_AUTH_DATABASE_POOL_SIZE", "12"),
+            ("SESSION_NEGATIVE_CACHE_TTL_SECS", "0"),
+            ("LOG_DRIVER_DEBUG", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.auth.rules.max_age_secs, Some(3600));
+        assert_eq!(s.auth.session_pool_size, 12);
+        assert_eq!(s.auth.session_negative_cache_ttl, Duration::ZERO);
+        assert!(s.log_driver_debug);
+        for (name, value) in [
+            ("JWT_MAX_AGE", "0"),
+            ("JWT_MAX_AGE", "an hour"),
+            ("BETTER_AUTH_DATABASE_POOL_SIZE", "0"),
+            ("BETTER_AUTH_DATABASE_POOL_SIZE", "1000"),
+            ("SESSION_NEGATIVE_CACHE_TTL_SECS", "3600"),
+            ("LOG_DRIVER_DEBUG", "sometimes"),
+        ] {
+            assert!(err(&[(name, value)]).contains(name), "{name}={value}");
+        }
+    }
+
+    #[test]
     fn database_urls() {
         let s = Settings::from_pairs([("DATABASE_URL", "postgresql://u:p@h/db?sslmode=require")])
             .unwrap();
