@@ -264,6 +264,52 @@ async fn lookups_are_one_round_trip_with_unnamed_statements() {
 }
 
 #[tokio::test]
+async fn a_pooler_refusing_startup_options_still_gets_lookups() {
+    // PgBouncer without `options` in ignore_startup_parameters refuses the
+    // server-side timeouts; the verifier then connects without them.
+    let db = db_with_session().await;
+    let recorder = PgRecorder::refusing_startup_options().await;
+    let v = SessionVerifier::new(&SessionConfig {
+        negative_cache_ttl: Duration::ZERO,
+        pool_size: 2,
+        ..config_via(&db, recorder.port)
+    })
+    .unwrap();
+    for _ in 0..5 {
+        assert_eq!(v.verify(TOKEN).await.unwrap().as_str(), "user-1");
+    }
+    let refused = recorder
+        .messages()
+        .iter()
+        .filter(|(t, _)| *t == b'!')
+        .count();
+    assert_eq!(refused, 1, "asked once with the options, then without");
+}
+
+#[tokio::test]
+async fn connections_ask_for_server_side_statement_and_lock_timeouts() {
+    let db = db_with_session().await;
+    let recorder = PgRecorder::start().await;
+    let v = SessionVerifier::new(&SessionConfig {
+        query_timeout: Duration::from_millis(1500),
+        ..config_via(&db, recorder.port)
+    })
+    .unwrap();
+    assert!(v.verify(TOKEN).await.is_ok());
+    let startup: Vec<String> = recorder
+        .messages()
+        .into_iter()
+        .filter(|(t, _)| *t == b'0')
+        .map(|(_, options)| options)
+        .collect();
+    assert_eq!(
+        startup,
+        ["-c statement_timeout=1500 -c lock_timeout=1500"],
+        "the startup options of the verifier's one connection"
+    );
+}
+
+#[tokio::test]
 async fn expiry_of_a_timestamp_column_is_compared_in_utc() {
     // `"expiresAt" timestamp` holding UTC wall-clock times, and a database
     // time zone west of UTC: compared through the session's time zone, a

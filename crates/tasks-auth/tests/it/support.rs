@@ -469,7 +469,8 @@ impl TestDb {
 
 /// A TCP proxy in front of the local PostgreSQL that records what the client
 /// sends: each frontend message's type byte and, for `Parse`, the statement
-/// name (empty for an unnamed statement).
+/// name (empty for an unnamed statement). The startup message is recorded
+/// as `b'0'` with the value of its `options` parameter.
 pub struct PgRecorder {
     pub port: u16,
     messages: Arc<Mutex<Vec<(u8, String)>>>,
@@ -478,6 +479,17 @@ pub struct PgRecorder {
 
 impl PgRecorder {
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// As PgBouncer does without `options` in `ignore_startup_parameters`:
+    /// a connection whose startup message sets `options` is refused with
+    /// "unsupported startup parameter: options" (recorded as `b'!'`).
+    pub async fn refusing_startup_options() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(refuse_options: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -494,9 +506,6 @@ impl PgRecorder {
                         .unwrap();
                     let (mut from_client, mut to_client) = client.into_split();
                     let (mut from_server, mut to_server) = server.into_split();
-                    tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-                    });
                     // The startup message has no type byte (the URL says
                     // sslmode=disable, so no SSLRequest comes first).
                     let mut len = [0u8; 4];
@@ -505,6 +514,40 @@ impl PgRecorder {
                     }
                     let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
                     from_client.read_exact(&mut body).await.unwrap();
+                    let params: Vec<&[u8]> = body[4..].split(|b| *b == 0).collect();
+                    let options = params
+                        .chunks(2)
+                        .find(|kv| kv[0] == b"options")
+                        .and_then(|kv| kv.get(1))
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    let sets_options = options.is_some();
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push((b'0', options.unwrap_or_default()));
+                    if refuse_options && sets_options {
+                        recorded.lock().unwrap().push((b'!', "options".to_owned()));
+                        let mut fields = Vec::new();
+                        for (code, value) in [
+                            (b'S', "FATAL"),
+                            (b'V', "FATAL"),
+                            (b'C', "08P01"),
+                            (b'M', "unsupported startup parameter: options"),
+                        ] {
+                            fields.push(code);
+                            fields.extend_from_slice(value.as_bytes());
+                            fields.push(0);
+                        }
+                        fields.push(0);
+                        let mut error = vec![b'E'];
+                        error.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+                        error.extend_from_slice(&fields);
+                        let _ = to_client.write_all(&error).await;
+                        return;
+                    }
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
                     to_server.write_all(&len).await.unwrap();
                     to_server.write_all(&body).await.unwrap();
                     loop {

@@ -18,5 +18,6 @@ mod jwt_attacks;
 mod limits;
 mod operations;
 mod outage;
+mod sessions;
 mod tasks;
 mod validation;
