@@ -400,6 +400,7 @@ async fn a_locked_session_table_never_grows_backends_past_the_pool() {
         unavailable += c.await.unwrap();
     }
     assert_eq!(unavailable, 50);
+    eprintln!("verifier backends: at most {most} in {samples} samples (pool {pool_size})");
     assert!(
         samples > 5 && most >= 1,
         "the monitor saw the verifier ({samples} samples)"
