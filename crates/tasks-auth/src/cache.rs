@@ -1,12 +1,16 @@
-//! A bounded cache of successful verifications, keyed by a SHA-256 of the
-//! token so that no token is kept in memory longer than the request needs it.
+//! Bounded caches of verification answers, keyed by a SHA-256 of the token so
+//! that no token is kept in memory longer than the request needs it.
+//!
+//! The storage is `quick_cache` (a well-kept, dependency-light concurrent
+//! cache): a hard bound on the number of entries, sharded locks instead of
+//! one global mutex, and CLOCK-Pro style eviction, under which a flood of
+//! one-off keys (an attacker's made-up tokens) is evicted before the entries
+//! that are hit again. Each entry carries its own deadline, checked on read;
+//! an expired entry is dropped then or evicted like any other.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
-use tasks_domain::OwnerId;
 
 pub(crate) type TokenHash = [u8; 32];
 
@@ -14,89 +18,68 @@ pub(crate) fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-struct Entry {
-    owner: OwnerId,
-    until: Instant,
+/// A bounded map from token hashes to values that hold until a deadline.
+pub(crate) struct ExpiringCache<V: Clone> {
+    entries: Option<quick_cache::sync::Cache<TokenHash, (V, Instant)>>,
 }
 
-/// Successful verifications only; rejections are never stored, so a token
-/// that failed for a transient reason is checked again on the next request.
-pub(crate) struct TokenCache {
-    capacity: usize,
-    entries: Mutex<HashMap<TokenHash, Entry>>,
-}
-
-impl TokenCache {
+impl<V: Clone> ExpiringCache<V> {
+    /// At most `capacity` entries; 0 turns the cache off.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            capacity,
-            entries: Mutex::new(HashMap::with_capacity(capacity.min(1024))),
+            entries: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
         }
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        self.capacity > 0
+        self.entries.is_some()
     }
 
-    pub(crate) fn get(&self, key: &TokenHash) -> Option<OwnerId> {
-        let mut entries = self.lock();
-        let entry = entries.get(key)?;
-        if entry.until > Instant::now() {
-            return Some(entry.owner.clone());
+    pub(crate) fn get(&self, key: &TokenHash) -> Option<V> {
+        let entries = self.entries.as_ref()?;
+        let (value, until) = entries.get(key)?;
+        if until > Instant::now() {
+            return Some(value);
         }
         entries.remove(key);
         None
     }
 
-    /// Remembers `owner` for `key` until `valid_until` (wall clock), or not at
-    /// all when that is already past.
-    pub(crate) fn insert(&self, key: TokenHash, owner: OwnerId, valid_until: SystemTime) {
-        if self.capacity == 0 {
-            return;
-        }
+    /// Remembers `value` for `key` until `valid_until` (wall clock), or not
+    /// at all when that is already past.
+    pub(crate) fn insert(&self, key: TokenHash, value: V, valid_until: SystemTime) {
         let Ok(remaining) = valid_until.duration_since(SystemTime::now()) else {
             return;
         };
-        let now = Instant::now();
-        let Some(until) = now.checked_add(remaining) else {
+        self.insert_for(key, value, remaining);
+    }
+
+    /// Remembers `value` for `key` for `ttl` from now.
+    pub(crate) fn insert_for(&self, key: TokenHash, value: V, ttl: Duration) {
+        let Some(entries) = &self.entries else {
             return;
         };
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, e| e.until > now);
-            if entries.len() >= self.capacity {
-                // Still full of live entries: drop an arbitrary sixteenth
-                // (HashMap order is seeded per map, so an attacker cannot
-                // aim at particular entries). Cheaper than LRU bookkeeping on
-                // every hit, and a dropped entry only costs one verification.
-                let evict = (self.capacity / 16).max(1);
-                let victims: Vec<TokenHash> = entries.keys().take(evict).copied().collect();
-                for victim in victims {
-                    entries.remove(&victim);
-                }
-            }
+        if ttl.is_zero() {
+            return;
         }
-        entries.insert(key, Entry { owner, until });
+        let Some(until) = Instant::now().checked_add(ttl) else {
+            return;
+        };
+        entries.insert(key, (value, until));
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenHash, Entry>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (every operation is a single HashMap call), so poisoning is ignored.
         self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, quick_cache::sync::Cache::len)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use tasks_domain::OwnerId;
 
     fn owner(s: &str) -> OwnerId {
         OwnerId::parse(s).unwrap()
@@ -104,7 +87,7 @@ mod tests {
 
     #[test]
     fn hit_until_expiry_then_miss() {
-        let cache = TokenCache::new(10);
+        let cache = ExpiringCache::new(10);
         let key = token_hash("t");
         cache.insert(key, owner("u"), SystemTime::now() + Duration::from_secs(60));
         assert_eq!(cache.get(&key), Some(owner("u")));
@@ -115,23 +98,45 @@ mod tests {
     }
 
     #[test]
+    fn expired_entries_are_not_returned() {
+        let cache = ExpiringCache::new(10);
+        let key = token_hash("t");
+        cache.insert_for(key, (), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cache.get(&key), None);
+        assert_eq!(cache.len(), 0, "an expired entry is dropped when read");
+    }
+
+    #[test]
     fn bounded_size() {
-        let cache = TokenCache::new(64);
-        for i in 0..1000 {
+        let cache = ExpiringCache::new(64);
+        for i in 0..10_000 {
             cache.insert(
                 token_hash(&i.to_string()),
                 owner("u"),
                 SystemTime::now() + Duration::from_secs(60),
             );
-            assert!(cache.len() <= 64);
+            assert!(cache.len() <= 64, "{} entries", cache.len());
         }
-        // The newest entry always survives its own insertion.
-        assert!(cache.get(&token_hash("999")).is_some());
+    }
+
+    #[test]
+    fn hot_entries_survive_a_flood_of_one_off_keys() {
+        let cache = ExpiringCache::new(256);
+        let hot = token_hash("hot");
+        cache.insert_for(hot, (), Duration::from_secs(60));
+        for i in 0..100_000 {
+            cache.insert_for(token_hash(&i.to_string()), (), Duration::from_secs(60));
+            if i % 50 == 0 {
+                assert!(cache.get(&hot).is_some(), "hot entry evicted after {i}");
+            }
+        }
     }
 
     #[test]
     fn zero_capacity_disables() {
-        let cache = TokenCache::new(0);
+        let cache = ExpiringCache::new(0);
+        assert!(!cache.enabled());
         let key = token_hash("t");
         cache.insert(key, owner("u"), SystemTime::now() + Duration::from_secs(60));
         assert_eq!(cache.get(&key), None);

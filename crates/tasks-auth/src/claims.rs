@@ -17,11 +17,16 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub struct ClaimRules {
     /// Clock skew tolerated on `exp` (and `nbf`), in seconds; at most 60.
     pub leeway_secs: u64,
-    /// Required `iss`, if any.
+    /// Required `iss`, if any: when set, a token without `iss` is rejected.
     pub issuer: Option<String>,
-    /// Required `aud` (one of), if any. Without it, tokens carrying an `aud`
-    /// are accepted whatever it says.
+    /// Required `aud` (one of), if any: when set, a token without `aud` is
+    /// rejected. Without it, tokens carrying an `aud` are accepted whatever
+    /// it says.
     pub audience: Option<String>,
+    /// Longest accepted token lifetime, counted from `iat`
+    /// (`JWT_MAX_AGE`). When set, a token without `iat`, or issued more than
+    /// this long ago (plus the leeway), is rejected, whatever its `exp`.
+    pub max_age_secs: Option<u64>,
 }
 
 impl Default for ClaimRules {
@@ -30,6 +35,7 @@ impl Default for ClaimRules {
             leeway_secs: 60,
             issuer: None,
             audience: None,
+            max_age_secs: None,
         }
     }
 }
@@ -43,7 +49,16 @@ impl ClaimRules {
         v.validate_nbf = true;
         // `sub` is checked by `Claims::owner`, which tells a missing subject
         // from one that is not a string; jsonwebtoken reports both as missing.
-        v.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not only checked when
+        // the token happens to carry the claim.
+        let mut required = vec!["exp"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        v.set_required_spec_claims(&required);
         match &self.issuer {
             Some(iss) => v.set_issuer(&[iss]),
             None => v.iss = None,
@@ -65,20 +80,57 @@ pub(crate) struct Claims {
     /// again only to know how long a verification result may be cached.
     #[serde(default)]
     exp: Option<f64>,
+    /// Only read when a maximum token age is configured.
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
 }
 
 impl Claims {
-    /// The verified identity and how long it holds (until `exp`).
-    pub(crate) fn verified(&self) -> Result<Verified, VerifyError> {
+    /// The verified identity and how long it holds: until `exp`, or until
+    /// `iat` + the maximum age when that is configured and earlier.
+    pub(crate) fn verified(&self, rules: &ClaimRules) -> Result<Verified, VerifyError> {
         let owner = self.owner()?;
         let exp = self
             .exp
             .filter(|e| e.is_finite() && *e > 0.0)
             .ok_or_else(|| VerifyError::rejected("token has no expiry (exp)"))?;
-        Ok(Verified {
-            owner,
-            valid_until: UNIX_EPOCH + Duration::from_secs_f64(exp.min(1e12)),
-        })
+        let mut valid_until = UNIX_EPOCH + Duration::from_secs_f64(exp.min(1e12));
+        if let Some(max_age) = rules.max_age_secs {
+            let iat = match &self.iat {
+                Some(serde_json::Value::Number(n)) => n
+                    .as_f64()
+                    .filter(|i| i.is_finite() && *i >= 0.0)
+                    .ok_or_else(|| VerifyError::rejected("token issue time (iat) is malformed"))?,
+                None => {
+                    return Err(VerifyError::rejected(
+                        "token has no issue time (iat), required by the maximum token age",
+                    ));
+                }
+                Some(_) => {
+                    return Err(VerifyError::rejected(
+                        "token issue time (iat) must be a number",
+                    ));
+                }
+            };
+            let leeway = rules.leeway_secs.min(60) as f64;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            if iat > now + leeway {
+                return Err(VerifyError::rejected(
+                    "token issue time (iat) is in the future",
+                ));
+            }
+            let max_age = max_age as f64;
+            if now - iat > max_age + leeway {
+                return Err(VerifyError::rejected(
+                    "token is older than the maximum token age",
+                ));
+            }
+            let age_end = UNIX_EPOCH + Duration::from_secs_f64((iat + max_age).min(1e12));
+            valid_until = valid_until.min(age_end);
+        }
+        Ok(Verified { owner, valid_until })
     }
 
     pub(crate) fn owner(&self) -> Result<OwnerId, VerifyError> {
@@ -182,6 +234,8 @@ pub(crate) fn rejection(err: &jsonwebtoken::errors::Error) -> VerifyError {
         | ErrorKind::UnsupportedAlgorithm => "token algorithm is not accepted",
         ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => "token has no expiry (exp)",
         ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => "token has no subject (sub)",
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => "token has no issuer (iss)",
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => "token has no audience (aud)",
         ErrorKind::MissingRequiredClaim(_) => "token is missing a required claim",
         ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => "token claims are malformed",
         _ => "token is malformed",

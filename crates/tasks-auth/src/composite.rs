@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tasks_domain::OwnerId;
 use tasks_ports::{TokenVerifier, VerifyError};
 
-use crate::cache::{TokenCache, token_hash};
+use crate::cache::{ExpiringCache, token_hash};
 use crate::claims::{ClaimRules, Verified, looks_like_jwt, parse_header, precheck};
 use crate::hs256::Hs256Verifier;
 use crate::jwks::{JwksConfig, JwksVerifier, origin_of};
@@ -36,7 +36,12 @@ pub struct AuthConfig {
     pub session_database_url: Option<String>,
     /// `SESSION_CACHE_TTL_SECS`.
     pub session_cache_ttl: Duration,
+    /// `SESSION_NEGATIVE_CACHE_TTL_SECS`: how long an unknown or expired
+    /// session token is answered from memory; zero turns it off.
+    pub session_negative_cache_ttl: Duration,
+    /// `BETTER_AUTH_DATABASE_POOL_SIZE`.
     pub session_pool_size: usize,
+    pub session_connect_timeout: Duration,
     pub session_query_timeout: Duration,
     /// `JWKS_REFRESH_COOLDOWN_SECS`.
     pub jwks_refresh_cooldown: Duration,
@@ -56,7 +61,9 @@ impl Default for AuthConfig {
             better_auth_secret: None,
             session_database_url: None,
             session_cache_ttl: Duration::from_secs(30),
+            session_negative_cache_ttl: Duration::from_secs(10),
             session_pool_size: 4,
+            session_connect_timeout: Duration::from_secs(5),
             session_query_timeout: Duration::from_secs(5),
             jwks_refresh_cooldown: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(600),
@@ -69,18 +76,24 @@ impl Default for AuthConfig {
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |s: &Option<String>| s.as_ref().map(|_| "***");
+        let url = |s: &Option<String>| s.as_deref().map(tasks_pg::redact_url);
         f.debug_struct("AuthConfig")
             .field("rules", &self.rules)
             .field("hs256_secret", &redacted(&self.hs256_secret))
-            .field("better_auth_url", &self.better_auth_url)
-            .field("jwks_url", &self.jwks_url)
+            .field("better_auth_url", &url(&self.better_auth_url))
+            .field("jwks_url", &url(&self.jwks_url))
             .field("better_auth_secret", &redacted(&self.better_auth_secret))
             .field(
                 "session_database_url",
                 &redacted(&self.session_database_url),
             )
             .field("session_cache_ttl", &self.session_cache_ttl)
+            .field(
+                "session_negative_cache_ttl",
+                &self.session_negative_cache_ttl,
+            )
             .field("session_pool_size", &self.session_pool_size)
+            .field("session_connect_timeout", &self.session_connect_timeout)
             .field("session_query_timeout", &self.session_query_timeout)
             .field("jwks_refresh_cooldown", &self.jwks_refresh_cooldown)
             .field("jwks_max_age", &self.jwks_max_age)
@@ -109,6 +122,7 @@ impl AuthConfig {
             leeway_secs: self.rules.leeway_secs,
             issuer: Some(self.rules.issuer.clone().unwrap_or_else(|| origin.clone())),
             audience: Some(self.rules.audience.clone().unwrap_or(origin)),
+            max_age_secs: self.rules.max_age_secs,
         };
         Ok(Some(JwksConfig {
             url,
@@ -127,9 +141,11 @@ impl AuthConfig {
             database_url: url.clone(),
             secret: self.better_auth_secret.clone(),
             pool_size: self.session_pool_size,
-            connect_timeout: self.session_query_timeout,
+            connect_timeout: self.session_connect_timeout,
             query_timeout: self.session_query_timeout,
             cache_ttl: self.session_cache_ttl,
+            negative_cache_ttl: self.session_negative_cache_ttl,
+            negative_cache_size: self.token_cache_size,
         })
     }
 }
@@ -175,7 +191,7 @@ pub struct CompositeVerifier {
     hs256: Option<Hs256Verifier>,
     jwks: Option<JwksVerifier>,
     session: Option<SessionVerifier>,
-    cache: TokenCache,
+    cache: ExpiringCache<OwnerId>,
 }
 
 impl CompositeVerifier {
@@ -191,7 +207,7 @@ impl CompositeVerifier {
             hs256,
             jwks,
             session,
-            cache: TokenCache::new(cache_size),
+            cache: ExpiringCache::new(cache_size),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::claims::{ClaimRules, Claims, Verified, precheck, rejection};
 pub struct Hs256Verifier {
     key: DecodingKey,
     validation: Validation,
+    rules: ClaimRules,
 }
 
 impl Hs256Verifier {
@@ -18,6 +19,7 @@ impl Hs256Verifier {
         Self {
             key: DecodingKey::from_secret(secret),
             validation: rules.validation(&[Algorithm::HS256]),
+            rules: rules.clone(),
         }
     }
 
@@ -39,7 +41,7 @@ impl Hs256Verifier {
         precheck(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| rejection(&e))?;
-        data.claims.verified()
+        data.claims.verified(&self.rules)
     }
 }
 
@@ -264,6 +266,106 @@ mod tests {
             rejected(v.verify_sync(&bad_iss)),
             "token issuer is not accepted"
         );
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let rules = ClaimRules {
+            issuer: Some("https://auth.example".into()),
+            audience: Some("tasks".into()),
+            ..ClaimRules::default()
+        };
+        let v = Hs256Verifier::new(SECRET, &rules);
+        let neither = sign(
+            &json!({"sub": "u", "exp": now() + 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(v.verify_sync(&neither).is_err());
+        let no_aud = sign(
+            &json!({"sub": "u", "exp": now() + 60, "iss": "https://auth.example"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(
+            rejected(v.verify_sync(&no_aud)),
+            "token has no audience (aud)"
+        );
+        let no_iss = sign(
+            &json!({"sub": "u", "exp": now() + 60, "aud": "tasks"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(
+            rejected(v.verify_sync(&no_iss)),
+            "token has no issuer (iss)"
+        );
+        // Only an audience configured: the issuer stays optional.
+        let aud_only = Hs256Verifier::new(
+            SECRET,
+            &ClaimRules {
+                audience: Some("tasks".into()),
+                ..ClaimRules::default()
+            },
+        );
+        let with_aud = sign(
+            &json!({"sub": "u", "exp": now() + 60, "aud": "tasks"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(aud_only.verify_sync(&with_aud).is_ok());
+        assert_eq!(
+            rejected(aud_only.verify_sync(&neither)),
+            "token has no audience (aud)"
+        );
+    }
+
+    #[test]
+    fn maximum_token_age_counts_from_iat() {
+        let rules = ClaimRules {
+            max_age_secs: Some(3600),
+            ..ClaimRules::default()
+        };
+        let v = Hs256Verifier::new(SECRET, &rules);
+        let t = now();
+        let fresh = sign(
+            &json!({"sub": "u", "iat": t, "exp": t + 7 * 86400}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        // Seven days of `exp` are cut down to the hour since `iat`.
+        let verified = v.verify_detailed(&fresh).unwrap();
+        let limit = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t + 3600);
+        assert!(verified.valid_until <= limit);
+        let old = sign(
+            &json!({"sub": "u", "iat": t - 3600 - 120, "exp": t + 86400}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(
+            rejected(v.verify_sync(&old)),
+            "token is older than the maximum token age"
+        );
+        let no_iat = sign(
+            &json!({"sub": "u", "exp": t + 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(rejected(v.verify_sync(&no_iat)).contains("no issue time (iat)"));
+        let future = sign(
+            &json!({"sub": "u", "iat": t + 600, "exp": t + 900}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(rejected(v.verify_sync(&future)).contains("in the future"));
+        let text_iat = sign(
+            &json!({"sub": "u", "iat": "yesterday", "exp": t + 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(v.verify_sync(&text_iat).is_err());
+        // Without a maximum age, `iat` is not needed.
+        assert!(verifier().verify_sync(&no_iat).is_ok());
     }
 
     #[test]

@@ -28,7 +28,7 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 const EMPTY_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How to reach and trust a JWKS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JwksConfig {
     /// Where the key set is published, e.g. `http://localhost:3000/api/auth/jwks`.
     pub url: String,
@@ -41,6 +41,18 @@ pub struct JwksConfig {
     pub max_age: Duration,
     /// Longest a fetch may take.
     pub fetch_timeout: Duration,
+}
+
+impl std::fmt::Debug for JwksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksConfig")
+            .field("url", &tasks_pg::redact_url(&self.url))
+            .field("rules", &self.rules)
+            .field("refresh_cooldown", &self.refresh_cooldown)
+            .field("max_age", &self.max_age)
+            .field("fetch_timeout", &self.fetch_timeout)
+            .finish()
+    }
 }
 
 impl JwksConfig {
@@ -67,6 +79,28 @@ pub fn origin_of(url: &str) -> Option<String> {
         return None;
     }
     Some(parsed.origin().ascii_serialization())
+}
+
+/// Whether `url` is plain `http://` to a host other than this machine
+/// (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`): keys fetched that way can
+/// be swapped by anyone on the path. An unparseable URL counts as remote.
+#[must_use]
+pub fn is_plain_http_to_remote_host(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return true;
+    };
+    if parsed.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = parsed.host_str() else {
+        return true;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return !ip.is_loopback();
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    !(host == "localhost" || host.ends_with(".localhost"))
 }
 
 /// One usable key of the set.
@@ -209,7 +243,7 @@ impl JwksVerifier {
             Lookup::Found(key, i) => {
                 let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validations[i])
                     .map_err(|e| rejection(&e))?;
-                data.claims.verified()
+                data.claims.verified(&self.inner.config.rules)
             }
             Lookup::WrongAlgorithm => Err(VerifyError::rejected(
                 "token algorithm is not accepted: it does not match the signing key's algorithm",
@@ -363,13 +397,17 @@ impl Inner {
 
     async fn fetch(&self) -> anyhow::Result<KeySet> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let url = &self.config.url;
+        // Only the redacted URL ever reaches an error message (and so a log
+        // line): `JWKS_URL` may carry credentials. reqwest's own errors print
+        // the URL they were sent to, so theirs is removed.
+        let url = tasks_pg::redact_url(&self.config.url);
         let mut response = self
             .http
-            .get(url)
+            .get(&self.config.url)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
+            .map_err(reqwest::Error::without_url)
             .with_context(|| format!("requesting {url}"))?;
         if !response.status().is_success() {
             anyhow::bail!("{url} answered {}", response.status());
@@ -384,6 +422,7 @@ impl Inner {
         while let Some(chunk) = response
             .chunk()
             .await
+            .map_err(reqwest::Error::without_url)
             .with_context(|| format!("reading {url}"))?
         {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
@@ -477,4 +516,34 @@ fn cached_key(raw: &serde_json::Value, rules: &ClaimRules) -> Result<CachedKey, 
         key,
         validations,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_remote_unless_loopback() {
+        for url in [
+            "http://auth.example.com",
+            "http://10.0.0.5:3000/api/auth/jwks",
+            "http://user:pw@auth.example/jwks",
+            "http://localhost.evil.example",
+            "http://[2001:db8::1]/",
+            "not a url",
+        ] {
+            assert!(is_plain_http_to_remote_host(url), "{url}");
+        }
+        for url in [
+            "https://auth.example.com",
+            "http://localhost:3000",
+            "http://LOCALHOST./x",
+            "http://app.localhost:3000",
+            "http://127.0.0.1:3000/api/auth/jwks",
+            "http://127.1.2.3",
+            "http://[::1]:3000",
+        ] {
+            assert!(!is_plain_http_to_remote_host(url), "{url}");
+        }
+    }
 }

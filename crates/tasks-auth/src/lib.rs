@@ -26,5 +26,5 @@ mod session;
 pub use claims::{ClaimRules, MAX_TOKEN_BYTES, Verified};
 pub use composite::{AuthConfig, CompositeVerifier, build_verifier};
 pub use hs256::{Hs256Verifier, issue_hs256};
-pub use jwks::{JwksConfig, JwksVerifier, origin_of};
+pub use jwks::{JwksConfig, JwksVerifier, is_plain_http_to_remote_host, origin_of};
 pub use session::{SessionConfig, SessionVerifier};

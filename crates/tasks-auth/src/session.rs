@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -22,16 +23,25 @@ use sha2::Sha256;
 use tasks_domain::OwnerId;
 use tasks_pg::{MakeRustlsConnect, PgTarget};
 use tasks_ports::{TokenVerifier, VerifyError};
+use tokio_postgres::types::Type;
 
+use crate::cache::{ExpiringCache, token_hash};
 use crate::claims::{Verified, precheck};
 
-/// The lookup, always parameterized. Expiry is decided by the database clock,
-/// the same clock Better Auth's own check uses.
-const SESSION_QUERY: &str =
-    r#"SELECT "userId", "expiresAt" FROM "session" WHERE "token" = $1 AND "expiresAt" > now()"#;
+/// The lookup, always parameterized, sent as an unnamed statement with its
+/// parameter type given (`query_typed`): one round trip, and nothing that
+/// outlives the statement on the server, so it works behind a PgBouncer in
+/// transaction mode. Expiry is compared here, in Rust, against the current
+/// UTC instant: `"expiresAt"` is read as an instant whether the column is
+/// `timestamptz` or `timestamp` (whose value is taken as UTC, as Better
+/// Auth's ORMs write it), never converted through the session's time zone.
+const SESSION_QUERY: &str = r#"SELECT "userId", "expiresAt" FROM "session" WHERE "token" = $1"#;
 
 /// Longest raw session token accepted (Better Auth's are 32 characters).
 const MAX_SESSION_TOKEN_BYTES: usize = 255;
+
+/// Answer given for a session the database does not know or has expired.
+const UNKNOWN_SESSION: &str = "session is unknown or has expired";
 
 /// Where Better Auth's sessions live and how long a check may be reused.
 #[derive(Clone)]
@@ -40,12 +50,21 @@ pub struct SessionConfig {
     pub database_url: String,
     /// `BETTER_AUTH_SECRET`: when set, signed tokens must carry a valid signature.
     pub secret: Option<String>,
+    /// Most connections to Better Auth's database (`BETTER_AUTH_DATABASE_POOL_SIZE`).
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// Longest a lookup may take; also set on the server as
+    /// `statement_timeout` and `lock_timeout` of every connection.
     pub query_timeout: Duration,
     /// How long a successful check is reused (`SESSION_CACHE_TTL_SECS`), so a
     /// signed-out session stops working at most this long after sign-out.
     pub cache_ttl: Duration,
+    /// How long an unknown or expired session token is answered without
+    /// asking the database again (`SESSION_NEGATIVE_CACHE_TTL_SECS`); zero
+    /// turns it off.
+    pub negative_cache_ttl: Duration,
+    /// Most rejected tokens remembered (by SHA-256).
+    pub negative_cache_size: usize,
 }
 
 impl SessionConfig {
@@ -58,6 +77,8 @@ impl SessionConfig {
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(30),
+            negative_cache_ttl: Duration::from_secs(10),
+            negative_cache_size: 10_000,
         }
     }
 }
@@ -71,13 +92,34 @@ impl fmt::Debug for SessionConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .field("cache_ttl", &self.cache_ttl)
+            .field("negative_cache_ttl", &self.negative_cache_ttl)
+            .field("negative_cache_size", &self.negative_cache_size)
             .finish()
     }
 }
 
 struct Manager {
     config: tokio_postgres::Config,
+    /// `config` plus `statement_timeout` / `lock_timeout` as startup options.
+    with_timeouts: tokio_postgres::Config,
+    /// Cleared the first time the server (a pooler) refuses startup options.
+    server_timeouts: AtomicBool,
     tls: MakeRustlsConnect,
+}
+
+impl Manager {
+    async fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = config.connect(self.tls.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "session database connection closed");
+            }
+        });
+        Ok(client)
+    }
 }
 
 impl managed::Manager for Manager {
@@ -85,13 +127,25 @@ impl managed::Manager for Manager {
     type Error = tokio_postgres::Error;
 
     async fn create(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "session database connection closed");
+        if !self.server_timeouts.load(Ordering::Relaxed) {
+            return self.connect(&self.config).await;
+        }
+        match self.connect(&self.with_timeouts).await {
+            Err(e)
+                if e.as_db_error()
+                    .is_some_and(|d| d.message().contains("startup parameter")) =>
+            {
+                // PgBouncer (without `options` in ignore_startup_parameters)
+                // refuses them. The client-side timeout and the cancel
+                // request still bound every lookup.
+                self.server_timeouts.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "Better Auth's database (or its pooler) refuses startup options: session lookups run without a server-side statement_timeout/lock_timeout (set them on the database role instead; see docs/OPERATIONS.md)"
+                );
+                self.connect(&self.config).await
             }
-        });
-        Ok(client)
+            other => other,
+        }
     }
 
     async fn recycle(
@@ -109,9 +163,14 @@ impl managed::Manager for Manager {
 /// Checks Better Auth session tokens in its database.
 pub struct SessionVerifier {
     pool: managed::Pool<Manager>,
+    tls: MakeRustlsConnect,
     secret: Option<Vec<u8>>,
+    connect_timeout: Duration,
     query_timeout: Duration,
     cache_ttl: Duration,
+    negative_ttl: Duration,
+    /// Tokens the database said it does not know (or has expired).
+    rejected: ExpiringCache<()>,
 }
 
 impl SessionVerifier {
@@ -126,9 +185,20 @@ impl SessionVerifier {
             config.connect_timeout,
             "tasks-server-sessions",
         )?;
+        let timeout_ms = config.query_timeout.as_millis().max(1);
+        let mut with_timeouts = target.config.clone();
+        let options = format!("-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}");
+        match target.config.get_options() {
+            Some(existing) if !existing.is_empty() => {
+                with_timeouts.options(format!("{existing} {options}"))
+            }
+            _ => with_timeouts.options(options),
+        };
         let manager = Manager {
             config: target.config,
-            tls: target.tls,
+            with_timeouts,
+            server_timeouts: AtomicBool::new(true),
+            tls: target.tls.clone(),
         };
         let pool = managed::Pool::builder(manager)
             .max_size(config.pool_size.max(1))
@@ -138,11 +208,20 @@ impl SessionVerifier {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .context("building the session database pool")?;
+        let negative_size = if config.negative_cache_ttl.is_zero() {
+            0
+        } else {
+            config.negative_cache_size
+        };
         Ok(Self {
             pool,
+            tls: target.tls,
             secret: config.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            connect_timeout: config.connect_timeout,
             query_timeout: config.query_timeout,
             cache_ttl: config.cache_ttl,
+            negative_ttl: config.negative_cache_ttl,
+            rejected: ExpiringCache::new(negative_size),
         })
     }
 
@@ -156,48 +235,95 @@ impl SessionVerifier {
     pub async fn verify_detailed(&self, token: &str) -> Result<Verified, VerifyError> {
         precheck(token)?;
         let raw = session_token(token, self.secret.as_deref())?;
+        let key = token_hash(&raw);
+        if self.rejected.get(&key).is_some() {
+            return Err(VerifyError::rejected(UNKNOWN_SESSION));
+        }
+        let row = self.lookup(&raw).await?;
+        let unavailable = |e: anyhow::Error| VerifyError::Unavailable(e);
+        let now = SystemTime::now();
+        let found = match row {
+            None => None,
+            Some(row) => {
+                let user_id: String = row.try_get(0).map_err(|e| {
+                    unavailable(anyhow::Error::new(e).context("reading session.userId"))
+                })?;
+                let expires_at: SystemTime =
+                    row.try_get(1).map_err(|e| {
+                        unavailable(anyhow::Error::new(e).context(
+                            "reading session.expiresAt (expected timestamptz or timestamp)",
+                        ))
+                    })?;
+                (expires_at > now).then_some((user_id, expires_at))
+            }
+        };
+        let Some((user_id, expires_at)) = found else {
+            self.rejected.insert_for(key, (), self.negative_ttl);
+            return Err(VerifyError::rejected(UNKNOWN_SESSION));
+        };
+        let owner = OwnerId::parse(&user_id).map_err(|e| {
+            VerifyError::rejected(format!("session user id is not acceptable: {e}"))
+        })?;
+        Ok(Verified {
+            owner,
+            valid_until: expires_at.min(now + self.cache_ttl),
+        })
+    }
+
+    /// Runs the lookup under the query timeout. On a timeout the query is
+    /// cancelled on the server before anything else happens to its
+    /// connection, so that no backend keeps running (or waiting on a lock)
+    /// for a request that has given up.
+    async fn lookup(&self, raw: &str) -> Result<Option<tokio_postgres::Row>, VerifyError> {
         let unavailable = |e: anyhow::Error| VerifyError::Unavailable(e);
         let client = self
             .pool
             .get()
             .await
             .map_err(|e| unavailable(anyhow::anyhow!("session database: {e}")))?;
-        let row = match tokio::time::timeout(
-            self.query_timeout,
-            client.query_opt(SESSION_QUERY, &[&raw]),
-        )
-        .await
-        {
-            Ok(Ok(row)) => row,
-            Ok(Err(e)) => {
-                drop(Object::take(client));
-                return Err(unavailable(
-                    anyhow::Error::new(e).context("looking up the session"),
-                ));
-            }
-            Err(_) => {
-                // The connection is mid-query: never hand it out again.
-                drop(Object::take(client));
-                return Err(unavailable(anyhow::anyhow!(
-                    "looking up the session timed out"
-                )));
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&raw, Type::TEXT)];
+        // `discard`: the connection may be mid-query or broken, never hand it
+        // out again.
+        let (result, discard) = {
+            let mut query = std::pin::pin!(client.query_typed_opt(SESSION_QUERY, &params));
+            match tokio::time::timeout(self.query_timeout, &mut query).await {
+                Ok(Ok(row)) => (Ok(row), false),
+                Ok(Err(e)) => {
+                    // A server-side error (statement or lock timeout) leaves
+                    // the connection usable; anything else may not have.
+                    let keep = e.as_db_error().is_some() && !client.is_closed();
+                    let error = anyhow::Error::new(e).context("looking up the session");
+                    (Err(error), !keep)
+                }
+                Err(_) => {
+                    let cancel = client.cancel_token();
+                    let sent = tokio::time::timeout(
+                        self.connect_timeout,
+                        cancel.cancel_query(self.tls.clone()),
+                    )
+                    .await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        tracing::warn!("could not cancel a timed-out session lookup");
+                    }
+                    // Wait (bounded) for the server to acknowledge: the
+                    // backend is then idle again and the connection can be
+                    // reused, so the pool never opens a connection next to
+                    // one that is still busy.
+                    let acknowledged =
+                        match tokio::time::timeout(self.connect_timeout, &mut query).await {
+                            Ok(Ok(_)) => true,
+                            Ok(Err(e)) => e.as_db_error().is_some(),
+                            Err(_) => false,
+                        };
+                    let error = anyhow::anyhow!("looking up the session timed out");
+                    (Err(error), !acknowledged)
+                }
             }
         };
-        let row = row.ok_or_else(|| VerifyError::rejected("session is unknown or has expired"))?;
-        let user_id: String = row
-            .try_get(0)
-            .map_err(|e| unavailable(anyhow::Error::new(e).context("reading session.userId")))?;
-        let expires_at: SystemTime = row
-            .try_get(1)
-            .map_err(|e| unavailable(anyhow::Error::new(e).context("reading session.expiresAt")))?;
-        let owner = OwnerId::parse(&user_id).map_err(|e| {
-            VerifyError::rejected(format!("session user id is not acceptable: {e}"))
-        })?;
-        let ttl_end = SystemTime::now() + self.cache_ttl;
-        Ok(Verified {
-            owner,
-            valid_until: expires_at.min(ttl_end),
-        })
+        if discard {
+            drop(Object::take(client));
+        }
+        result.map_err(unavailable)
     }
 }
 

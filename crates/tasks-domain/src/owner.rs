@@ -15,6 +15,8 @@ pub enum OwnerIdError {
     TooLong { max: usize },
     #[error("the subject contains control characters")]
     ControlCharacters,
+    #[error("the subject is only white space")]
+    OnlyWhitespace,
 }
 
 impl OwnerId {
@@ -26,7 +28,8 @@ impl OwnerId {
     /// that differ only in white space are two different users.
     ///
     /// # Errors
-    /// Empty, longer than [`OwnerId::MAX_BYTES`], or containing control characters.
+    /// Empty, longer than [`OwnerId::MAX_BYTES`], containing control
+    /// characters, or made only of white space.
     pub fn parse(subject: &str) -> Result<Self, OwnerIdError> {
         if subject.is_empty() {
             return Err(OwnerIdError::Empty);
@@ -39,6 +42,9 @@ impl OwnerId {
         if subject.chars().any(char::is_control) {
             return Err(OwnerIdError::ControlCharacters);
         }
+        if subject.chars().all(is_python_space) {
+            return Err(OwnerIdError::OnlyWhitespace);
+        }
         Ok(Self(subject.to_owned()))
     }
 
@@ -46,6 +52,13 @@ impl OwnerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Python's `str.isspace` (the plan's reference behaviour): Unicode
+/// `White_Space` plus the separators U+001C..U+001F, which Rust's
+/// `char::is_whitespace` does not include.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 // Owner ids are personal data: keep them out of accidental `{:?}` logging.
@@ -80,6 +93,33 @@ mod tests {
         assert!(OwnerId::parse(&"x".repeat(255)).is_ok());
         assert_eq!(OwnerId::parse("a\0b"), Err(OwnerIdError::ControlCharacters));
         assert_eq!(OwnerId::parse("a\nb"), Err(OwnerIdError::ControlCharacters));
+    }
+
+    #[test]
+    fn rejects_subjects_made_only_of_white_space() {
+        for sub in [
+            " ",
+            "   ",
+            "\u{a0}",
+            "\u{3000}\u{2003}",
+            "\u{2028}",
+            "\u{202f} \u{205f}",
+        ] {
+            assert_eq!(
+                OwnerId::parse(sub),
+                Err(OwnerIdError::OnlyWhitespace),
+                "{sub:?}"
+            );
+        }
+        // Tabs, newlines and U+001C..U+001F are white space to Python too,
+        // and control characters here.
+        for sub in ["\t", " \n ", "\u{1c}", "\u{1f} "] {
+            assert!(OwnerId::parse(sub).is_err(), "{sub:?}");
+        }
+        // Not white space to Python's isspace: kept as ordinary subjects.
+        for sub in ["\u{200b}", "\u{feff}", " x "] {
+            assert!(OwnerId::parse(sub).is_ok(), "{sub:?}");
+        }
     }
 
     #[test]

@@ -54,6 +54,37 @@ impl PgTarget {
     }
 }
 
+/// The URL with any password replaced by `***` and the query string and
+/// fragment dropped (they may carry credentials too): what may be logged or
+/// shown of a database URL, a JWKS URL, or any other configured URL. The one
+/// redaction helper of the workspace; the store re-exports it.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    let Some((scheme, rest)) = without_query.split_once("://") else {
+        return "<unparseable url>".to_owned();
+    };
+    // User info ends at the last `@`: a password may hold a raw `/` or `@`,
+    // so over-redacting a path that contains `@` is the safe mistake.
+    let (userinfo, host_and_path) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let (host, path) = host_and_path.split_once('/').unwrap_or((host_and_path, ""));
+    match userinfo {
+        Some(userinfo) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') || userinfo.contains('/') {
+                let user = user.split('/').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}/{path}")
+            } else {
+                format!("{scheme}://{user}@{host}/{path}")
+            }
+        }
+        None => format!("{scheme}://{host}/{path}"),
+    }
+}
+
 /// Maps libpq's `verify-ca`/`verify-full`, which tokio-postgres does not
 /// parse, to `require` plus certificate verification.
 fn rewrite_sslmode(url: &str, var: &str) -> anyhow::Result<(String, bool)> {
@@ -154,6 +185,44 @@ const _: fn() -> CryptoProvider = rustls::crypto::ring::default_provider;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_passwords_and_query() {
+        assert_eq!(
+            redact_url("postgres://alice:s3cret@db.example:5432/app?sslmode=require"),
+            "postgres://alice:***@db.example:5432/app"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(
+            redact_url("postgresql://u:p:q@h/db"),
+            "postgresql://u:***@h/db"
+        );
+        assert_eq!(redact_url("nonsense"), "<unparseable url>");
+    }
+
+    #[test]
+    fn redacts_http_urls_with_credentials_anywhere() {
+        assert_eq!(
+            redact_url("http://user:pa55@auth.example:3000/api/auth/jwks?token=t0k#frag"),
+            "http://user:***@auth.example:3000/api/auth/jwks"
+        );
+        assert_eq!(redact_url("https://auth.example"), "https://auth.example/");
+        // Raw `/` and `@` in a password (invalid, but pasted all the same).
+        for url in [
+            "http://u:pa/ss@h/jwks",
+            "http://u:p@ss@h/jwks",
+            "http://u:a/b@c@h/x",
+        ] {
+            let r = redact_url(url);
+            assert!(r.starts_with("http://u:***@h/"), "{url} -> {r}");
+            for secret in ["pa", "ss", "a/b", "c@"] {
+                assert!(!r.contains(secret), "{url} -> {r}");
+            }
+        }
+    }
 
     #[test]
     fn sslmode_verify_full_becomes_require_with_verification() {

@@ -81,14 +81,22 @@ fn main() -> ExitCode {
 async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
-            telemetry::init(settings.log_format, &settings.log_filter)?;
+            telemetry::init(
+                settings.log_format,
+                &settings.log_filter,
+                settings.log_driver_debug,
+            )?;
             let app = Application::build(settings).await?;
             app.run_until_stopped().await?;
             tracing::info!("stopped");
             Ok(())
         }
         Command::Migrate => {
-            telemetry::init(settings.log_format, &settings.log_filter)?;
+            telemetry::init(
+                settings.log_format,
+                &settings.log_filter,
+                settings.log_driver_debug,
+            )?;
             let applied = tasks_store::run_migrations(&settings.store).await?;
             if applied.is_empty() {
                 println!(

@@ -60,6 +60,11 @@ struct Raw {
     jwt_issuer: Option<String>,
     jwt_audience: Option<String>,
     jwt_leeway: Option<String>,
+    jwt_max_age: Option<String>,
+    jwt_accept_better_auth_secret: Option<String>,
+    better_auth_database_pool_size: Option<String>,
+    session_negative_cache_ttl_secs: Option<String>,
+    log_driver_debug: Option<String>,
     better_auth_database_url: Option<String>,
     session_cache_ttl_secs: Option<String>,
     jwks_refresh_cooldown_secs: Option<String>,
@@ -91,6 +96,10 @@ pub enum LogFormat {
 pub struct AuthSettings {
     /// Shared HS256 secret (`JWT_SECRET`, or `BETTER_AUTH_SECRET`).
     pub hs256_secret: Option<Secret>,
+    /// Why HS256 tokens are (or are not) accepted, for the start-up log:
+    /// the variable the secret came from, or why `BETTER_AUTH_SECRET` was
+    /// not taken as one.
+    pub hs256_reason: &'static str,
     /// The secret was generated for local development, not configured.
     pub development_secret: bool,
     /// Better Auth's base URL (`BETTER_AUTH_URL`), for JWKS verification.
@@ -105,6 +114,11 @@ pub struct AuthSettings {
     pub session_database_url: Option<Secret>,
     /// How long a checked session is trusted (`SESSION_CACHE_TTL_SECS`).
     pub session_cache_ttl: Duration,
+    /// How long an unknown session token is answered from memory
+    /// (`SESSION_NEGATIVE_CACHE_TTL_SECS`, 0 = off).
+    pub session_negative_cache_ttl: Duration,
+    /// Connections to Better Auth's database (`BETTER_AUTH_DATABASE_POOL_SIZE`).
+    pub session_pool_size: usize,
     /// Least time between JWKS refetches for unknown kids (`JWKS_REFRESH_COOLDOWN_SECS`).
     pub jwks_refresh_cooldown: Duration,
     /// Entries of the verified-token cache, 0 = off (`TOKEN_CACHE_SIZE`).
@@ -127,6 +141,10 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// `LOG_DRIVER_DEBUG`: let driver crates (tokio_postgres, diesel,
+    /// reqwest, hyper, rustls, ...) log below `info`. Off by default because
+    /// their debug lines print statement parameters, i.e. session tokens.
+    pub log_driver_debug: bool,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub client_request_timeout: Duration,
@@ -279,24 +297,28 @@ impl Settings {
             )?,
         };
 
-        let hs256 = non_empty(raw.jwt_secret.as_deref())
-            .or_else(|| non_empty(raw.better_auth_secret.as_deref()))
-            .map(Secret::new);
         let better_auth_url = non_empty(raw.better_auth_url.as_deref())
             .map(|u| validate_http_url("BETTER_AUTH_URL", u))
             .transpose()?;
         let jwks_url = non_empty(raw.jwks_url.as_deref())
             .map(|u| validate_http_url("JWKS_URL", u))
             .transpose()?;
-        let leeway: u64 = parse_or("JWT_LEEWAY", raw.jwt_leeway.as_deref(), 60)?;
-        if leeway > 60 {
-            bail!("JWT_LEEWAY must be at most 60 seconds (got {leeway})");
+        if production {
+            // Anyone on the path of a plain-HTTP key fetch can swap the keys.
+            for (name, url) in [
+                ("BETTER_AUTH_URL", &better_auth_url),
+                ("JWKS_URL", &jwks_url),
+            ] {
+                if let Some(url) = url
+                    && tasks_auth::is_plain_http_to_remote_host(url)
+                {
+                    bail!(
+                        "{name} must use https:// in production unless it points at this machine (got {})",
+                        tasks_store::redact_url(url)
+                    );
+                }
+            }
         }
-        let rules = ClaimRules {
-            leeway_secs: leeway,
-            issuer: non_empty(raw.jwt_issuer.as_deref()).map(str::to_owned),
-            audience: non_empty(raw.jwt_audience.as_deref()).map(str::to_owned),
-        };
         let session_database_url = match non_empty(raw.better_auth_database_url.as_deref()) {
             None => None,
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -306,6 +328,72 @@ impl Settings {
                 "BETTER_AUTH_DATABASE_URL must be a postgres:// or postgresql:// URL (Better Auth's database)"
             ),
         };
+        // BETTER_AUTH_SECRET doubles as the HS256 key only in the plain
+        // shared-secret set-up: once sessions or JWKS are chosen, a
+        // long-lived HS256 token must not bypass their revocation unless the
+        // operator says so.
+        let accept_better_auth_secret = non_empty(raw.jwt_accept_better_auth_secret.as_deref())
+            .map(|v| boolean("JWT_ACCEPT_BETTER_AUTH_SECRET", Some(v), false))
+            .transpose()?;
+        let revocable = if session_database_url.is_some() {
+            Some("BETTER_AUTH_DATABASE_URL")
+        } else if better_auth_url.is_some() || jwks_url.is_some() {
+            Some("BETTER_AUTH_URL/JWKS_URL")
+        } else {
+            None
+        };
+        let better_auth_secret = non_empty(raw.better_auth_secret.as_deref());
+        let (hs256, hs256_reason) = match (non_empty(raw.jwt_secret.as_deref()), better_auth_secret)
+        {
+            (Some(secret), _) => (Some(("JWT_SECRET", secret)), "JWT_SECRET is set"),
+            (None, None) => (None, "no JWT_SECRET or BETTER_AUTH_SECRET"),
+            (None, Some(secret)) => match (accept_better_auth_secret, revocable) {
+                (Some(false), _) => (None, "JWT_ACCEPT_BETTER_AUTH_SECRET=false"),
+                (Some(true), _) => (
+                    Some(("BETTER_AUTH_SECRET", secret)),
+                    "BETTER_AUTH_SECRET, because JWT_ACCEPT_BETTER_AUTH_SECRET=true",
+                ),
+                (None, None) => (
+                    Some(("BETTER_AUTH_SECRET", secret)),
+                    "BETTER_AUTH_SECRET (shared-secret set-up: no sessions or JWKS configured)",
+                ),
+                (None, Some("BETTER_AUTH_DATABASE_URL")) => (
+                    None,
+                    "BETTER_AUTH_SECRET is not accepted as an HS256 key because BETTER_AUTH_DATABASE_URL is set (set JWT_SECRET, or JWT_ACCEPT_BETTER_AUTH_SECRET=true)",
+                ),
+                (None, Some(_)) => (
+                    None,
+                    "BETTER_AUTH_SECRET is not accepted as an HS256 key because BETTER_AUTH_URL/JWKS_URL is set (set JWT_SECRET, or JWT_ACCEPT_BETTER_AUTH_SECRET=true)",
+                ),
+            },
+        };
+        if production
+            && let Some((name, secret)) = hs256
+            && secret.len() < 32
+        {
+            bail!(
+                "{name} is shorter than 32 bytes; production mode refuses a weak HS256 secret (use e.g. `openssl rand -hex 32`)"
+            );
+        }
+        let hs256 = hs256.map(|(_, secret)| Secret::new(secret));
+        let leeway: u64 = parse_or("JWT_LEEWAY", raw.jwt_leeway.as_deref(), 60)?;
+        if leeway > 60 {
+            bail!("JWT_LEEWAY must be at most 60 seconds (got {leeway})");
+        }
+        let max_age: Option<u64> = non_empty(raw.jwt_max_age.as_deref())
+            .map(|v| parse_or("JWT_MAX_AGE", Some(v), 0))
+            .transpose()?;
+        if let Some(age) = max_age
+            && !(1..=31_536_000).contains(&age)
+        {
+            bail!("JWT_MAX_AGE must be between 1 and 31536000 seconds (got {age})");
+        }
+        let rules = ClaimRules {
+            leeway_secs: leeway,
+            issuer: non_empty(raw.jwt_issuer.as_deref()).map(str::to_owned),
+            audience: non_empty(raw.jwt_audience.as_deref()).map(str::to_owned),
+            max_age_secs: max_age,
+        };
         let session_cache_ttl: u64 = parse_or(
             "SESSION_CACHE_TTL_SECS",
             raw.session_cache_ttl_secs.as_deref(),
@@ -313,6 +401,26 @@ impl Settings {
         )?;
         if session_cache_ttl > 3600 {
             bail!("SESSION_CACHE_TTL_SECS must be between 0 and 3600 (got {session_cache_ttl})");
+        }
+        let session_negative_cache_ttl: u64 = parse_or(
+            "SESSION_NEGATIVE_CACHE_TTL_SECS",
+            raw.session_negative_cache_ttl_secs.as_deref(),
+            10,
+        )?;
+        if session_negative_cache_ttl > 300 {
+            bail!(
+                "SESSION_NEGATIVE_CACHE_TTL_SECS must be between 0 and 300 (got {session_negative_cache_ttl})"
+            );
+        }
+        let session_pool_size: usize = parse_or(
+            "BETTER_AUTH_DATABASE_POOL_SIZE",
+            raw.better_auth_database_pool_size.as_deref(),
+            4,
+        )?;
+        if !(1..=100).contains(&session_pool_size) {
+            bail!(
+                "BETTER_AUTH_DATABASE_POOL_SIZE must be between 1 and 100 (got {session_pool_size})"
+            );
         }
         let jwks_refresh_cooldown: u64 = parse_or(
             "JWKS_REFRESH_COOLDOWN_SECS",
@@ -331,13 +439,16 @@ impl Settings {
         }
         let auth = AuthSettings {
             hs256_secret: hs256,
+            hs256_reason,
             development_secret: false,
             better_auth_url,
             jwks_url,
             rules,
-            better_auth_secret: non_empty(raw.better_auth_secret.as_deref()).map(Secret::new),
+            better_auth_secret: better_auth_secret.map(Secret::new),
             session_database_url,
             session_cache_ttl: Duration::from_secs(session_cache_ttl),
+            session_negative_cache_ttl: Duration::from_secs(session_negative_cache_ttl),
+            session_pool_size,
             jwks_refresh_cooldown: Duration::from_secs(jwks_refresh_cooldown),
             token_cache_size,
         };
@@ -361,6 +472,12 @@ impl Settings {
             .to_owned();
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|e| anyhow::anyhow!("LOG_LEVEL/RUST_LOG is not a valid log filter: {e}"))?;
+        let log_driver_debug = boolean("LOG_DRIVER_DEBUG", raw.log_driver_debug.as_deref(), false)?;
+        if production && log_driver_debug {
+            bail!(
+                "LOG_DRIVER_DEBUG=true is refused in production: driver debug lines print SQL parameters, which include Better Auth session tokens"
+            );
+        }
 
         let max_body_bytes: usize =
             parse_or("MAX_BODY_BYTES", raw.max_body_bytes.as_deref(), 256 * 1024)?;
@@ -418,6 +535,7 @@ impl Settings {
             cors_origins,
             log_format,
             log_filter,
+            log_driver_debug,
             max_body_bytes,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.as_deref(), 30.0)?,
             client_request_timeout: seconds(
@@ -637,6 +755,115 @@ mod tests {
         assert_eq!(s.auth.hs256_secret.unwrap().expose(), "b-secret");
         let s = Settings::from_pairs([("BETTER_AUTH_SECRET", "b"), ("JWT_SECRET", "j")]).unwrap();
         assert_eq!(s.auth.hs256_secret.unwrap().expose(), "j");
+    }
+
+    #[test]
+    fn better_auth_secret_is_no_hs256_key_once_sessions_or_jwks_are_chosen() {
+        for mode in [
+            ("BETTER_AUTH_DATABASE_URL", "postgres://ba@db/auth"),
+            ("BETTER_AUTH_URL", "https://auth.example"),
+            ("JWKS_URL", "https://auth.example/api/auth/jwks"),
+        ] {
+            let s = Settings::from_pairs([("BETTER_AUTH_SECRET", "b-secret"), mode]).unwrap();
+            assert!(s.auth.hs256_secret.is_none(), "{mode:?}");
+            assert!(s.auth.hs256_reason.contains("not accepted"), "{mode:?}");
+            assert!(
+                s.auth.better_auth_secret.is_some(),
+                "still checks signed sessions"
+            );
+            let s = Settings::from_pairs([
+                ("BETTER_AUTH_SECRET", "b-secret"),
+                ("JWT_ACCEPT_BETTER_AUTH_SECRET", "true"),
+                mode,
+            ])
+            .unwrap();
+            assert_eq!(s.auth.hs256_secret.unwrap().expose(), "b-secret");
+            let s = Settings::from_pairs([
+                ("BETTER_AUTH_SECRET", "b-secret"),
+                ("JWT_SECRET", "j-secret"),
+                mode,
+            ])
+            .unwrap();
+            assert_eq!(s.auth.hs256_secret.unwrap().expose(), "j-secret");
+        }
+        let s = Settings::from_pairs([
+            ("BETTER_AUTH_SECRET", "b-secret"),
+            ("JWT_ACCEPT_BETTER_AUTH_SECRET", "false"),
+        ])
+        .unwrap();
+        assert!(s.auth.hs256_secret.is_none());
+        assert!(
+            err(&[("JWT_ACCEPT_BETTER_AUTH_SECRET", "perhaps")])
+                .contains("JWT_ACCEPT_BETTER_AUTH_SECRET")
+        );
+    }
+
+    #[test]
+    fn production_refuses_weak_settings_naming_the_variable() {
+        let prod = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("APP_ENV", "production")];
+            all.extend_from_slice(pairs);
+            err(&all)
+        };
+        assert!(prod(&[("JWT_SECRET", "a")]).contains("JWT_SECRET"));
+        assert!(prod(&[("BETTER_AUTH_SECRET", "short")]).contains("BETTER_AUTH_SECRET"));
+        let e = prod(&[("BETTER_AUTH_URL", "http://auth.example.com")]);
+        assert!(e.contains("BETTER_AUTH_URL") && e.contains("https"), "{e}");
+        let e = prod(&[
+            ("BETTER_AUTH_URL", "https://auth.example.com"),
+            ("JWKS_URL", "http://user:pw-in-url@10.1.2.3/jwks"),
+        ]);
+        assert!(e.contains("JWKS_URL") && !e.contains("pw-in-url"), "{e}");
+        assert!(
+            prod(&[
+                ("JWT_SECRET", &"k".repeat(32)),
+                ("LOG_DRIVER_DEBUG", "true")
+            ])
+            .contains("LOG_DRIVER_DEBUG")
+        );
+        // What production accepts: long secrets, https, plain http to this machine.
+        for ok in [
+            vec![("JWT_SECRET", "k".repeat(32))],
+            vec![("BETTER_AUTH_URL", "https://auth.example.com".to_owned())],
+            vec![("BETTER_AUTH_URL", "http://localhost:3000".to_owned())],
+            vec![("JWKS_URL", "http://127.0.0.1:3000/api/auth/jwks".to_owned())],
+        ] {
+            let mut pairs = vec![("APP_ENV", "production")];
+            pairs.extend(ok.iter().map(|(k, v)| (*k, v.as_str())));
+            assert!(Settings::from_pairs(pairs).is_ok(), "{ok:?}");
+        }
+        // Development only warns (at start-up) about the same settings.
+        assert!(Settings::from_pairs([("JWT_SECRET", "a"), ("LOG_DRIVER_DEBUG", "true")]).is_ok());
+    }
+
+    #[test]
+    fn token_and_session_limits() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert_eq!(s.auth.rules.max_age_secs, None);
+        assert_eq!(s.auth.session_pool_size, 4);
+        assert_eq!(s.auth.session_negative_cache_ttl, Duration::from_secs(10));
+        assert!(!s.log_driver_debug);
+        let s = Settings::from_pairs([
+            ("JWT_MAX_AGE", "3600"),
+            ("BETTER_AUTH_DATABASE_POOL_SIZE", "12"),
+            ("SESSION_NEGATIVE_CACHE_TTL_SECS", "0"),
+            ("LOG_DRIVER_DEBUG", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.auth.rules.max_age_secs, Some(3600));
+        assert_eq!(s.auth.session_pool_size, 12);
+        assert_eq!(s.auth.session_negative_cache_ttl, Duration::ZERO);
+        assert!(s.log_driver_debug);
+        for (name, value) in [
+            ("JWT_MAX_AGE", "0"),
+            ("JWT_MAX_AGE", "an hour"),
+            ("BETTER_AUTH_DATABASE_POOL_SIZE", "0"),
+            ("BETTER_AUTH_DATABASE_POOL_SIZE", "1000"),
+            ("SESSION_NEGATIVE_CACHE_TTL_SECS", "3600"),
+            ("LOG_DRIVER_DEBUG", "sometimes"),
+        ] {
+            assert!(err(&[(name, value)]).contains(name), "{name}={value}");
+        }
     }
 
     #[test]

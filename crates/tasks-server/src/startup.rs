@@ -250,6 +250,7 @@ fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>>
         && secret.expose().len() < 32
         && !auth.development_secret
     {
+        // Production refuses this in settings; development only warns.
         tracing::warn!(
             "JWT_SECRET is shorter than 32 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
         );
@@ -263,9 +264,51 @@ fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>>
         better_auth_secret: expose(&auth.better_auth_secret),
         session_database_url: expose(&auth.session_database_url),
         session_cache_ttl: auth.session_cache_ttl,
+        session_negative_cache_ttl: auth.session_negative_cache_ttl,
+        session_pool_size: auth.session_pool_size,
+        session_connect_timeout: settings.store.connect_timeout,
+        session_query_timeout: settings.store.query_timeout,
         jwks_refresh_cooldown: auth.jwks_refresh_cooldown,
         token_cache_size: auth.token_cache_size,
         ..AuthConfig::default()
     };
-    tasks_auth::build_verifier(&config).context("configuring token verification")
+    let verifier = tasks_auth::build_verifier(&config).context("configuring token verification")?;
+    log_verifiers(settings, &config)?;
+    Ok(verifier)
+}
+
+/// One line at start-up saying which verifiers are active and why, with
+/// every URL redacted.
+fn log_verifiers(settings: &Settings, config: &AuthConfig) -> anyhow::Result<()> {
+    let auth = &settings.auth;
+    let hs256 = match (&auth.hs256_secret, auth.development_secret) {
+        (Some(_), true) => "on: the generated development secret".to_owned(),
+        (Some(_), false) => format!("on: {}", auth.hs256_reason),
+        (None, _) => format!("off: {}", auth.hs256_reason),
+    };
+    let jwks = match config.jwks()? {
+        Some(j) => format!("on: {}", tasks_store::redact_url(&j.url)),
+        None => "off: no BETTER_AUTH_URL or JWKS_URL".to_owned(),
+    };
+    let sessions = match &auth.session_database_url {
+        Some(url) => format!(
+            "on: {} (pool {}, cache {} s, negative cache {} s)",
+            tasks_store::redact_url(url.expose()),
+            auth.session_pool_size,
+            auth.session_cache_ttl.as_secs(),
+            auth.session_negative_cache_ttl.as_secs()
+        ),
+        None => "off: no BETTER_AUTH_DATABASE_URL".to_owned(),
+    };
+    let rules = &auth.rules;
+    tracing::info!(
+        hs256 = %hs256,
+        jwks = %jwks,
+        sessions = %sessions,
+        issuer_required = rules.issuer.is_some() || config.jwks()?.is_some(),
+        audience_required = rules.audience.is_some() || config.jwks()?.is_some(),
+        max_token_age_secs = rules.max_age_secs,
+        "token verifiers"
+    );
+    Ok(())
 }

@@ -249,6 +249,44 @@ fn production_refuses_to_start_without_auth() {
 }
 
 #[test]
+fn production_refuses_weak_settings_naming_the_variable() {
+    let dir = TempDir::new("prod_weak");
+    let strong = "k".repeat(32);
+    for (env, name) in [
+        (vec![("JWT_SECRET", "a")], "JWT_SECRET"),
+        (
+            vec![("BETTER_AUTH_URL", "http://auth.example.com")],
+            "BETTER_AUTH_URL",
+        ),
+        (
+            vec![
+                ("BETTER_AUTH_URL", "https://auth.example.com"),
+                ("JWKS_URL", "http://user:pw-canary@auth.example.com/jwks"),
+            ],
+            "JWKS_URL",
+        ),
+        (
+            vec![
+                ("JWT_SECRET", strong.as_str()),
+                ("LOG_DRIVER_DEBUG", "true"),
+            ],
+            "LOG_DRIVER_DEBUG",
+        ),
+    ] {
+        let mut cmd = command(&dir);
+        cmd.env("APP_ENV", "production");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{env:?} accepted in production");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(name), "{env:?}: {stderr}");
+        assert!(!stderr.contains("pw-canary"), "{stderr}");
+    }
+}
+
+#[test]
 fn migrate_subcommand_is_idempotent() {
     let dir = TempDir::new("migrate");
     let first = command(&dir).arg("migrate").output().unwrap();
@@ -273,13 +311,21 @@ fn migrate_subcommand_is_idempotent() {
     assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
 }
 
-#[test]
-fn logs_never_contain_tokens_or_secrets() {
-    let dir = TempDir::new("logs");
-    let secret = "log-leak-canary-secret-0123456789abcdef";
+/// Starts `serve` in a fresh directory with `env`, at debug level and in
+/// JSON, runs `requests` against its base URL, stops it, and returns
+/// everything it printed.
+fn debug_logs_of<F, Fut>(tag: &str, env: &[(&str, &str)], requests: F) -> String
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = TempDir::new(tag);
     let port = free_port();
-    let child = command(&dir)
-        .env("JWT_SECRET", secret)
+    let mut cmd = command(&dir);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let child = cmd
         .env("PORT", port.to_string())
         .env("LOG_LEVEL", "debug")
         .env("LOG_FORMAT", "json")
@@ -287,33 +333,20 @@ fn logs_never_contain_tokens_or_secrets() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let token = tasks_auth::issue_hs256(
-        secret.as_bytes(),
-        "canary-user",
-        60,
-        &tasks_auth::ClaimRules::default(),
-    )
-    .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if client.get(format!("{base}/health")).send().await.is_ok() {
-                break;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let base = format!("http://127.0.0.1:{port}");
+            for _ in 0..100 {
+                if client.get(format!("{base}/health")).send().await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let res = client
-            .post(format!("{base}/api/tasks"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"title": "canary-title-text", "description": "canary-description-text"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let _ = client.get(format!("{base}/api/tasks")).bearer_auth("garbage.token.value").send().await;
-    });
+            requests(base).await;
+        });
+    }));
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -324,19 +357,268 @@ fn logs_never_contain_tokens_or_secrets() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Err(panic) = outcome {
+        eprintln!("{logs}");
+        std::panic::resume_unwind(panic);
+    }
     assert!(
         logs.contains("request finished"),
         "logs were captured: {logs}"
     );
-    for needle in [
-        secret,
-        token.as_str(),
-        "canary-title-text",
-        "canary-description-text",
-        "garbage.token.value",
-    ] {
+    assert_eq!(
+        logs.matches("\"token verifiers\"").count(),
+        1,
+        "one start-up line says which verifiers are active: {logs}"
+    );
+    logs
+}
+
+/// Neither the text nor its bytes as a driver prints a bound parameter
+/// (`[99, 97, 110, ...]`) appear in `logs`; nor does tokio_postgres's
+/// parameter-printing debug line.
+fn assert_absent(logs: &str, needles: &[&str]) {
+    for needle in needles {
         assert!(!logs.contains(needle), "log contains {needle:?}");
+        let bytes = needle
+            .bytes()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            !logs.contains(&bytes),
+            "log contains the bytes of {needle:?}"
+        );
     }
+    assert!(
+        !logs.contains("executing statement"),
+        "driver debug lines (statement parameters) were logged"
+    );
+}
+
+/// Creates a task (201) and lists (200) with `token`.
+async fn create_and_list(base: &str, token: &str) {
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{base}/api/tasks"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"title": "canary-title-text", "description": "canary-description-text"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = client
+        .get(format!("{base}/api/tasks"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn expect_status(base: &str, token: &str, status: u16) {
+    let res = reqwest::Client::new()
+        .get(format!("{base}/api/tasks"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), status);
+}
+
+#[test]
+fn logs_never_contain_tokens_or_secrets() {
+    let secret = "log-leak-canary-secret-0123456789abcdef";
+    let token = tasks_auth::issue_hs256(
+        secret.as_bytes(),
+        "canary-user",
+        60,
+        &tasks_auth::ClaimRules::default(),
+    )
+    .unwrap();
+    let sent = token.clone();
+    let logs = debug_logs_of("logs", &[("JWT_SECRET", secret)], |base| async move {
+        create_and_list(&base, &sent).await;
+        expect_status(&base, "garbage.token.value", 401).await;
+    });
+    assert_absent(
+        &logs,
+        &[
+            secret,
+            token.as_str(),
+            "canary-title-text",
+            "canary-description-text",
+            "garbage.token.value",
+        ],
+    );
+}
+
+/// Better Auth session mode on PostgreSQL (tasks and Better Auth's tables
+/// in one database, as in a shared-database set-up), at debug level: the
+/// drivers' debug lines, which print statement parameters, stay out.
+#[test]
+fn session_mode_logs_never_contain_session_tokens() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, url) = rt.block_on(helpers::TestDb::create(helpers::Backend::Postgres));
+    let session_token = "SessionCanaryTokenSessionCanary0";
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                r#"CREATE TABLE "user" ("id" text PRIMARY KEY, "name" text NOT NULL, "email" text NOT NULL UNIQUE,
+                       "emailVerified" boolean NOT NULL, "image" text,
+                       "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
+                       "updatedAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL);
+                   CREATE TABLE "session" ("id" text PRIMARY KEY, "expiresAt" timestamptz NOT NULL,
+                       "token" text NOT NULL UNIQUE, "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
+                       "updatedAt" timestamptz NOT NULL, "ipAddress" text, "userAgent" text,
+                       "userId" text NOT NULL REFERENCES "user" ("id") ON DELETE CASCADE);
+                   INSERT INTO "user" VALUES ('canary-user', 'n', 'c@example.com', false, NULL, now(), now());
+                   INSERT INTO "session" ("id", "expiresAt", "token", "updatedAt", "userId")
+                       VALUES ('s1', now() + interval '1 hour', '{session_token}', now(), 'canary-user');"#
+            ))
+            .await
+            .unwrap();
+    });
+    drop(rt);
+    // A password in the URL (ignored by the trust authentication of the
+    // test server) that must never be printed.
+    let with_password = url.replacen("postgres@", "postgres:canary-db-password@", 1);
+    let secret = "better-auth-canary-secret-0123456789";
+    let logs = debug_logs_of(
+        "session_logs",
+        &[
+            ("DATABASE_URL", with_password.as_str()),
+            ("BETTER_AUTH_DATABASE_URL", with_password.as_str()),
+            ("BETTER_AUTH_SECRET", secret),
+        ],
+        |base| async move {
+            create_and_list(&base, session_token).await;
+            expect_status(&base, "MadeUpSessionTokenMadeUpSession0", 401).await;
+        },
+    );
+    drop(db);
+    assert_absent(
+        &logs,
+        &[
+            session_token,
+            "MadeUpSessionTokenMadeUpSession0",
+            secret,
+            "canary-db-password",
+            "canary-title-text",
+            "canary-description-text",
+        ],
+    );
+    assert!(
+        logs.contains("BETTER_AUTH_SECRET is not accepted as an HS256 key"),
+        "{logs}"
+    );
+}
+
+/// A one-thread HTTP server on 127.0.0.1 answering every request with 503
+/// for the first `failures` requests, then with `body`.
+fn serve_jwks(body: String, failures: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            }
+            let (status, body) = if n < failures {
+                ("503 Service Unavailable", "{}")
+            } else {
+                ("200 OK", body.as_str())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// JWKS mode with credentials in `JWKS_URL`, at debug level: the URL's
+/// password shows up nowhere, not even in the warning about a failed fetch.
+#[test]
+fn jwks_mode_logs_never_contain_tokens_or_url_credentials() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tasks-auth/tests/fixtures/ed25519-a.pem"
+    ))
+    .unwrap();
+    let key = EncodingKey::from_ed_pem(&pem).unwrap();
+    let mut jwk =
+        serde_json::to_value(Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap()).unwrap();
+    jwk["kid"] = serde_json::json!("canary-kid");
+    // The start-up prefetch fails (a warning that names the URL), the next
+    // fetch succeeds.
+    let port = serve_jwks(serde_json::json!({ "keys": [jwk] }).to_string(), 1);
+    let origin = format!("http://127.0.0.1:{port}");
+    let jwks_url = format!("http://jwks-user:jwks-canary-password@127.0.0.1:{port}/api/auth/jwks");
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("canary-kid".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "canary-user", "iat": now, "exp": now + 900, "iss": origin, "aud": origin}),
+        &key,
+    )
+    .unwrap();
+    let signature = token.rsplit('.').next().unwrap().to_owned();
+    let logs = debug_logs_of(
+        "jwks_logs",
+        &[
+            ("BETTER_AUTH_URL", origin.as_str()),
+            ("JWKS_URL", jwks_url.as_str()),
+            ("JWKS_REFRESH_COOLDOWN_SECS", "1"),
+        ],
+        |base| async move {
+            // Until the verifier's retry interval has passed, the key set
+            // is unavailable (503); then the token works.
+            let client = reqwest::Client::new();
+            let mut status = 0;
+            for _ in 0..100 {
+                status = client
+                    .get(format!("{base}/api/tasks"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                if status != 503 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(status, 200);
+            create_and_list(&base, &token).await;
+        },
+    );
+    assert!(logs.contains("could not fetch the JWKS"), "{logs}");
+    assert!(logs.contains("jwks-user:***@"), "{logs}");
+    assert_absent(
+        &logs,
+        &[
+            "jwks-canary-password",
+            &signature,
+            "canary-title-text",
+            "canary-description-text",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,27 +32,8 @@ impl DatabaseLocation {
     }
 }
 
-/// The URL with any password replaced by `***` and the query string dropped.
-#[must_use]
-pub fn redact_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    let Some((scheme, rest)) = without_query.split_once("://") else {
-        return "<unparseable url>".to_owned();
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{user}:***@{host}")
-            } else {
-                format!("{user}@{host}")
-            }
-        }
-        None => authority.to_owned(),
-    };
-    format!("{scheme}://{host}/{path}")
-}
+/// One redaction helper for the workspace, shared with the verifiers.
+pub use tasks_pg::redact_url;
 
 /// How the store connects and how long it waits.
 #[derive(Debug, Clone)]
@@ -67,26 +48,4 @@ pub struct StoreConfig {
     /// Cache prepared statements per connection (PostgreSQL). Turn off behind
     /// a transaction-pooling PgBouncer that does not track prepared statements.
     pub prepared_statements: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_and_query() {
-        assert_eq!(
-            redact_url("postgres://alice:s3cret@db.example:5432/app?sslmode=require"),
-            "postgres://alice:***@db.example:5432/app"
-        );
-        assert_eq!(
-            redact_url("postgres://postgres@127.0.0.1/test"),
-            "postgres://postgres@127.0.0.1/test"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:p:q@h/db"),
-            "postgresql://u:***@h/db"
-        );
-        assert_eq!(redact_url("nonsense"), "<unparseable url>");
-    }
 }

@@ -158,10 +158,18 @@ async fn debug_output_hides_secrets() {
         hs256_secret: Some("hs-secret-value".into()),
         better_auth_secret: Some("ba-secret-value".into()),
         session_database_url: Some("postgres://u:db-password@h/db".into()),
+        jwks_url: Some("https://u:jwks-password@auth.example/jwks".into()),
+        better_auth_url: Some("https://u:ba-url-password@auth.example".into()),
         ..AuthConfig::default()
     };
-    let dump = format!("{c:?}");
-    for s in ["hs-secret-value", "ba-secret-value", "db-password"] {
+    let dump = format!("{c:?} {:?}", c.jwks().unwrap());
+    for s in [
+        "hs-secret-value",
+        "ba-secret-value",
+        "db-password",
+        "jwks-password",
+        "ba-url-password",
+    ] {
         assert!(!dump.contains(s), "{dump}");
     }
 }

@@ -227,6 +227,77 @@ async fn rejects_wrong_audience() {
 }
 
 #[tokio::test]
+async fn rejects_missing_issuer_or_audience() {
+    // Better Auth always sets both; a token without them was minted by
+    // something else with the same key, for another purpose.
+    let key = TestKey::eddsa_a();
+    let (server, v) = setup(&[&key]).await;
+    for (claim, reason) in [
+        ("aud", "token has no audience (aud)"),
+        ("iss", "token has no issuer (iss)"),
+    ] {
+        let mut claims = better_auth_claims(&server.origin, "u");
+        claims.as_object_mut().unwrap().remove(claim);
+        assert_eq!(rejected(v.verify(&key.sign(&claims)).await), reason);
+    }
+    let mut claims = better_auth_claims(&server.origin, "u");
+    claims.as_object_mut().unwrap().remove("aud");
+    claims.as_object_mut().unwrap().remove("iss");
+    assert!(v.verify(&key.sign(&claims)).await.is_err());
+}
+
+#[tokio::test]
+async fn maximum_token_age_applies_to_better_auth_tokens() {
+    let key = TestKey::eddsa_a();
+    let server = JwksServer::start(&jwks_of(&[&key])).await;
+    let v = with(&server, |c| c.rules.max_age_secs = Some(900));
+    // Better Auth's default: 15 minutes from iat.
+    let fresh = key.sign(&better_auth_claims(&server.origin, "u"));
+    assert_eq!(v.verify(&fresh).await.unwrap().as_str(), "u");
+    let mut old = better_auth_claims(&server.origin, "u");
+    old["iat"] = json!(now() - 3600);
+    old["exp"] = json!(now() + 86_400);
+    assert_eq!(
+        rejected(v.verify(&key.sign(&old)).await),
+        "token is older than the maximum token age"
+    );
+    let mut no_iat = better_auth_claims(&server.origin, "u");
+    no_iat.as_object_mut().unwrap().remove("iat");
+    assert!(rejected(v.verify(&key.sign(&no_iat)).await).contains("iat"));
+}
+
+#[tokio::test]
+async fn credentials_in_the_jwks_url_never_reach_error_messages() {
+    let a = TestKey::eddsa_a();
+    let server = JwksServer::start(&jwks_of(&[&a])).await;
+    let token = a.sign(&better_auth_claims(&server.origin, "u"));
+    let url = server
+        .jwks_url()
+        .replace("http://", "http://jwks-user:jwks-pa55word@")
+        + "?access_token=query-secret";
+    let mut with_credentials = config(&server);
+    with_credentials.url = url;
+    with_credentials.refresh_cooldown = Duration::ZERO;
+    assert!(!format!("{with_credentials:?}").contains("pa55word"));
+    let make = || JwksVerifier::new(with_credentials.clone()).unwrap();
+    // An HTTP error status, then a refused connection (reqwest's own error).
+    server.fail_with(503, "down");
+    let first = make().verify(&token).await;
+    server.stop().await;
+    let second = make().verify(&token).await;
+    for result in [first, second] {
+        let Err(VerifyError::Unavailable(e)) = result else {
+            panic!("expected Unavailable, got {result:?}");
+        };
+        let message = format!("{e:#} {e:?}");
+        assert!(message.contains("jwks-user:***@"), "{message}");
+        for secret in ["jwks-pa55word", "query-secret"] {
+            assert!(!message.contains(secret), "{message}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn rejects_missing_exp() {
     let key = TestKey::eddsa_a();
     let (server, v) = setup(&[&key]).await;

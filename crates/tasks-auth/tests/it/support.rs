@@ -399,3 +399,197 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+impl TestDb {
+    /// Makes `"expiresAt"` a `timestamp` (no time zone) column, as Drizzle
+    /// and Prisma schemas for Better Auth declare it.
+    pub async fn expires_at_without_time_zone(&self) {
+        self.client
+            .batch_execute(
+                r#"ALTER TABLE "session" ALTER COLUMN "expiresAt" TYPE timestamp USING "expiresAt" AT TIME ZONE 'UTC'"#,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sets the database's default time zone: new connections use it.
+    pub async fn set_time_zone(&self, zone: &str) {
+        self.client
+            .batch_execute(&format!(
+                "ALTER DATABASE {} SET timezone TO '{zone}'",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// A session whose `"expiresAt"` (a `timestamp` column) holds the UTC
+    /// wall-clock time `expires_in_secs` from now, as an ORM writing UTC does.
+    pub async fn add_utc_wall_clock_session(
+        &self,
+        token: &str,
+        user_id: &str,
+        expires_in_secs: i64,
+    ) {
+        self.client
+            .execute(
+                r#"INSERT INTO "session" ("id", "expiresAt", "token", "updatedAt", "userId")
+                   VALUES (md5(random()::text),
+                           (now() AT TIME ZONE 'UTC') + make_interval(secs => $2::float8),
+                           $1, now(), $3)"#,
+                &[&token, &(expires_in_secs as f64), &user_id],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Backends of the session verifier connected to this database.
+    pub async fn verifier_backends(
+        &self,
+        admin: &tokio_postgres::Client,
+        only_waiting_on_locks: bool,
+    ) -> i64 {
+        let sql = if only_waiting_on_locks {
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tasks-server-sessions' AND wait_event_type = 'Lock'"
+        } else {
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tasks-server-sessions'"
+        };
+        admin.query_one(sql, &[&self.name]).await.unwrap().get(0)
+    }
+
+    /// A new connection to this database.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// A TCP proxy in front of the local PostgreSQL that records what the client
+/// sends: each frontend message's type byte and, for `Parse`, the statement
+/// name (empty for an unnamed statement). The startup message is recorded
+/// as `b'0'` with the value of its `options` parameter.
+pub struct PgRecorder {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<(u8, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PgRecorder {
+    pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// As PgBouncer does without `options` in `ignore_startup_parameters`:
+    /// a connection whose startup message sets `options` is refused with
+    /// "unsupported startup parameter: options" (recorded as `b'!'`).
+    pub async fn refusing_startup_options() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(refuse_options: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let recorded = messages.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let server = tokio::net::TcpStream::connect("127.0.0.1:5432")
+                        .await
+                        .unwrap();
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    // The startup message has no type byte (the URL says
+                    // sslmode=disable, so no SSLRequest comes first).
+                    let mut len = [0u8; 4];
+                    if from_client.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                    from_client.read_exact(&mut body).await.unwrap();
+                    let params: Vec<&[u8]> = body[4..].split(|b| *b == 0).collect();
+                    let options = params
+                        .chunks(2)
+                        .find(|kv| kv[0] == b"options")
+                        .and_then(|kv| kv.get(1))
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    let sets_options = options.is_some();
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push((b'0', options.unwrap_or_default()));
+                    if refuse_options && sets_options {
+                        recorded.lock().unwrap().push((b'!', "options".to_owned()));
+                        let mut fields = Vec::new();
+                        for (code, value) in [
+                            (b'S', "FATAL"),
+                            (b'V', "FATAL"),
+                            (b'C', "08P01"),
+                            (b'M', "unsupported startup parameter: options"),
+                        ] {
+                            fields.push(code);
+                            fields.extend_from_slice(value.as_bytes());
+                            fields.push(0);
+                        }
+                        fields.push(0);
+                        let mut error = vec![b'E'];
+                        error.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+                        error.extend_from_slice(&fields);
+                        let _ = to_client.write_all(&error).await;
+                        return;
+                    }
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
+                    to_server.write_all(&len).await.unwrap();
+                    to_server.write_all(&body).await.unwrap();
+                    loop {
+                        let mut head = [0u8; 5];
+                        if from_client.read_exact(&mut head).await.is_err() {
+                            return;
+                        }
+                        let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                        let mut body = vec![0u8; n - 4];
+                        if from_client.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let name = if head[0] == b'P' {
+                            let end = body.iter().position(|b| *b == 0).unwrap_or(0);
+                            String::from_utf8_lossy(&body[..end]).into_owned()
+                        } else {
+                            String::new()
+                        };
+                        recorded.lock().unwrap().push((head[0], name));
+                        if to_server.write_all(&head).await.is_err()
+                            || to_server.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            messages,
+            task,
+        }
+    }
+
+    pub fn messages(&self) -> Vec<(u8, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PgRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

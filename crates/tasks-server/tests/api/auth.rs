@@ -58,6 +58,11 @@ async fn bad_tokens_are_rejected(backend: Backend) {
         ("no exp", sign(&json!({"sub": "alice"}))),
         ("no sub", sign(&json!({"exp": t + 600}))),
         ("empty sub", sign(&json!({"sub": "", "exp": t + 600}))),
+        ("blank sub", sign(&json!({"sub": "   ", "exp": t + 600}))),
+        (
+            "white-space sub",
+            sign(&json!({"sub": "\u{a0}\u{3000}\u{2003}", "exp": t + 600})),
+        ),
         ("numeric sub", sign(&json!({"sub": 42, "exp": t + 600}))),
         (
             "object sub",
@@ -132,8 +137,99 @@ async fn tampered_payload_is_rejected(backend: Backend) {
     expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {forged}"))).await;
 }
 
+async fn configured_issuer_and_audience_are_required(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("JWT_ISSUER", "https://auth.example"),
+            ("JWT_AUDIENCE", "tasks-api"),
+        ],
+    )
+    .await;
+    let t = now();
+    for claims in [
+        json!({"sub": "alice", "exp": t + 600}),
+        json!({"sub": "alice", "exp": t + 600, "iss": "https://auth.example"}),
+        json!({"sub": "alice", "exp": t + 600, "aud": "tasks-api"}),
+    ] {
+        let token = sign(&claims);
+        let body = expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {token}"))).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("token has no"),
+            "{body}"
+        );
+    }
+    let both = sign(&json!({
+        "sub": "alice", "exp": t + 600, "iss": "https://auth.example", "aud": "tasks-api"
+    }));
+    assert_eq!(app.list(&both, "").await.status(), 200);
+}
+
+const BETTER_AUTH_SECRET: &str = "better-auth-secret-reused-as-an-hs256-key";
+
+async fn better_auth_secret_does_not_bypass_sessions_or_jwks(backend: Backend) {
+    let token = sign_with(
+        &json!({"sub": "alice", "exp": now() + 7 * 86_400}),
+        Algorithm::HS256,
+        BETTER_AUTH_SECRET.as_bytes(),
+    );
+    let sessions = crate::helpers::admin_url();
+    for mode in [
+        ("BETTER_AUTH_DATABASE_URL", sessions.as_str()),
+        ("BETTER_AUTH_URL", "http://127.0.0.1:9"),
+    ] {
+        let base = [
+            ("JWT_SECRET", ""),
+            ("BETTER_AUTH_SECRET", BETTER_AUTH_SECRET),
+            mode,
+        ];
+        let app = TestApp::spawn_with(backend, &base).await;
+        let body = expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {token}"))).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("HS"),
+            "{mode:?}: {body}"
+        );
+        // The explicit opt-in brings it back.
+        let mut opted_in = base.to_vec();
+        opted_in.push(("JWT_ACCEPT_BETTER_AUTH_SECRET", "true"));
+        let app = TestApp::spawn_with(backend, &opted_in).await;
+        assert_eq!(app.list(&token, "").await.status(), 200, "{mode:?}");
+    }
+    // The plain shared-secret set-up keeps accepting it.
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("JWT_SECRET", ""),
+            ("BETTER_AUTH_SECRET", BETTER_AUTH_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(app.list(&token, "").await.status(), 200);
+}
+
+async fn maximum_token_age_is_enforced(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("JWT_MAX_AGE", "3600")]).await;
+    let t = now();
+    let old = sign(&json!({"sub": "alice", "iat": t - 7200, "exp": t + 86_400}));
+    let body = expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {old}"))).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("maximum token age"),
+        "{body}"
+    );
+    let no_iat = sign(&json!({"sub": "alice", "exp": t + 600}));
+    expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {no_iat}"))).await;
+    let fresh = sign(&json!({"sub": "alice", "iat": t, "exp": t + 86_400}));
+    assert_eq!(app.list(&fresh, "").await.status(), 200);
+}
+
 on_both_backends!(
     every_endpoint_requires_a_token,
     bad_tokens_are_rejected,
-    tampered_payload_is_rejected
+    tampered_payload_is_rejected,
+    configured_issuer_and_audience_are_required,
+    better_auth_secret_does_not_bypass_sessions_or_jwks,
+    maximum_token_age_is_enforced
 );

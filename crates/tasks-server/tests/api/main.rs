@@ -19,5 +19,6 @@ mod jwt_attacks;
 mod limits;
 mod operations;
 mod outage;
+mod sessions;
 mod tasks;
 mod validation;
