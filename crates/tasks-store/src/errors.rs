@@ -102,6 +102,9 @@ fn is_transient(err: &DieselError) -> bool {
                     "database table is locked",
                     "disk I/O error",
                     "unable to open database",
+                    "out of memory",
+                    "out of shared memory",
+                    "lock timeout",
                 ];
                 let message = info.message();
                 TRANSIENT.iter().any(|needle| message.contains(needle))

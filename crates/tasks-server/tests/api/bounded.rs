@@ -405,3 +405,133 @@ async fn a_full_disk_is_503_and_ready_reports_it_until_space_returns() {
     assert_eq!(ready.status(), 200, "/ready recovers with the writes");
     assert_eq!(app.list_ok(&token).await.len(), stored.len() + 1);
 }
+
+/// PostgreSQL out of space: the `tasks` table moved to a tablespace on a
+/// 1 MB tmpfs (the server's own disk and WAL are untouched, so the server
+/// itself never stops). Writes fail with SQLSTATE 53100 `could not extend
+/// file`: 503, `/ready` 503, nothing lost, and recovery once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_out_of_disk_is_503_and_ready_reports_it() {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("tasks_pgfull_{pid}"));
+    let space = format!("tasks_t_space_{pid}");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let uid = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .expect("id -u postgres")
+            .stdout,
+    )
+    .unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size=1m,mode=0700,uid={}", uid.trim()),
+            "tmpfs",
+        ])
+        .arg(&dir)
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs for a tablespace and needs root and a local PostgreSQL (CI has both)"
+    );
+    let admin = pg(&admin_url()).await;
+    struct Cleanup(std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let (dir, space) = (self.0.clone(), self.1.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP TABLESPACE IF EXISTS {space}"))
+                            .await;
+                    }
+                });
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&dir)
+                    .status();
+                let _ = std::fs::remove_dir_all(&dir);
+            })
+            .join();
+        }
+    }
+    let _cleanup = Cleanup(dir.clone(), space.clone());
+    admin
+        .batch_execute(&format!("DROP TABLESPACE IF EXISTS {space}"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLESPACE {space} LOCATION '{}'",
+            dir.display()
+        ))
+        .await
+        .unwrap();
+    std::fs::write(dir.join("ballast"), vec![0u8; 300 * 1024]).unwrap();
+
+    {
+        let app = TestApp::spawn(Backend::Postgres).await;
+        execute(
+            &app,
+            &format!(
+                "ALTER TABLE tasks SET TABLESPACE {space};
+                 ALTER INDEX tasks_pkey SET TABLESPACE {space};
+                 ALTER INDEX idx_task_user_id SET TABLESPACE {space};"
+            ),
+        )
+        .await;
+        let token = app.token("alice");
+        // Incompressible descriptions, so TOAST cannot squeeze them.
+        let mut stored = 0usize;
+        let mut full = None;
+        for i in 0..2_000u64 {
+            let description: String = (0..9_000u64)
+                .map(|j| {
+                    let x = (i * 9_000 + j).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+                    char::from(b'0' + u8::try_from(x % 75).unwrap())
+                })
+                .collect();
+            let res = app
+                .create(
+                    &token,
+                    &json!({"title": format!("t{i}"), "description": description}),
+                )
+                .await;
+            if res.status() == 201 {
+                stored += 1;
+            } else {
+                full = Some(res);
+                break;
+            }
+        }
+        let res = full.expect("the 1 MB tablespace filled up");
+        assert!(res.headers().get("retry-after").is_some());
+        assert_error(res, 503, "service_unavailable").await;
+        assert!(stored > 0);
+        let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+        assert_eq!(ready.status(), 503, "/ready reports the full disk");
+        assert_eq!(app.list_ok(&token).await.len(), stored, "nothing lost");
+
+        std::fs::remove_file(dir.join("ballast")).unwrap();
+        let res = app.create(&token, &json!({"title": "after"})).await;
+        assert_eq!(res.status(), 201, "writes succeed once space is back");
+        let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+    // The test database was dropped with the app (TestDb drops it
+    // synchronously); the guard then drops the tablespace and unmounts.
+}
