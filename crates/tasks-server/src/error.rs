@@ -38,6 +38,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client did not send its body in time; the connection is closed.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("Too many requests; retry in {0} s")]
     RateLimited(u64),
     #[error("The service is temporarily unavailable; retry shortly")]
@@ -54,6 +57,7 @@ impl ApiError {
             Self::Unauthorized(_) => "authentication_error",
             Self::TaskNotFound | Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -104,6 +108,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -123,6 +128,13 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = envelope(self.status_code(), self.error_type(), self.to_string());
+        if let Self::RequestTimeout(_) = self {
+            // The rest of the body may still arrive: the connection cannot
+            // carry another request.
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
         if let Self::RateLimited(seconds) = self {
             response
                 .headers_mut()

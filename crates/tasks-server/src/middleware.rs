@@ -3,10 +3,17 @@
 //! (including those actix-web produces itself: unknown routes, 405, malformed
 //! query strings, ...).
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::HttpMessage as _;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse};
@@ -19,7 +26,7 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Wraps every request. Inner services turn their errors into responses (even
 /// CORS rejections), so every error response passes through here.
 pub async fn request_context(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
@@ -30,6 +37,7 @@ pub async fn request_context(
         route = tracing::field::Empty,
     );
     let started = Instant::now();
+    let request_body = share_request_body(&mut req);
     let result = next.call(req).instrument(span.clone()).await;
 
     let mut res = result?.map_into_boxed_body();
@@ -55,6 +63,14 @@ pub async fn request_context(
     );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if let Some(request_body) = request_body {
+        res = res.map_body(|_, body| {
+            BoxBody::new(HoldsRequestBody {
+                body,
+                _request_body: request_body,
+            })
+        });
     }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
@@ -141,4 +157,64 @@ fn new_request_id() -> String {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix:016x}{n:08x}")
+}
+
+/// The request body, shared between the handler (through the request's
+/// payload) and the response, so that it stays alive until the response has
+/// been written.
+type SharedBody = Rc<RefCell<Payload>>;
+
+/// Replaces a request's body with a handle on it and returns the other
+/// handle, or `None` for a request without a body.
+///
+/// Why: actix-http closes the connection after a response whose request body
+/// was not read to the end only while that body is still referenced. Once
+/// the handler has dropped it, actix instead drains a chunked body on the
+/// same connection for as long as the client keeps it open, so a client that
+/// stalls mid-body (after a 401, a 413 or a body timeout) would hold its
+/// connection forever. Keeping the body referenced until the response is
+/// written makes actix close the connection instead (after
+/// `client_disconnect_timeout`).
+fn share_request_body(req: &mut ServiceRequest) -> Option<SharedBody> {
+    let payload = req.take_payload();
+    if matches!(payload, Payload::None) {
+        return None;
+    }
+    let shared = Rc::new(RefCell::new(payload));
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(SharedBodyStream(Rc::clone(&shared))),
+    });
+    Some(shared)
+}
+
+struct SharedBodyStream(SharedBody);
+
+impl futures_util::Stream for SharedBodyStream {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut payload = self.0.borrow_mut();
+        Pin::new(&mut *payload).poll_next(cx)
+    }
+}
+
+/// A response body that keeps the request body alive until it is written.
+struct HoldsRequestBody {
+    body: BoxBody,
+    _request_body: SharedBody,
+}
+
+impl MessageBody for HoldsRequestBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }

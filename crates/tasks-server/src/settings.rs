@@ -71,6 +71,7 @@ struct Raw {
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
     client_request_timeout: Option<String>,
+    client_body_timeout: Option<String>,
     rate_limit_per_minute: Option<String>,
     rate_limit_burst: Option<String>,
 }
@@ -128,6 +129,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub client_request_timeout: Duration,
+    /// Longest time a client may take to send a whole request body.
+    pub client_body_timeout: Duration,
     /// Requests per user per minute; `None` (the default) is unlimited.
     pub rate_limit_per_minute: Option<u32>,
     /// Bucket size: requests a user may make at once (default: one minute's worth).
@@ -399,6 +402,11 @@ impl Settings {
                 raw.client_request_timeout.as_deref(),
                 10.0,
             )?,
+            client_body_timeout: seconds(
+                "CLIENT_BODY_TIMEOUT",
+                raw.client_body_timeout.as_deref(),
+                10.0,
+            )?,
         })
     }
 
@@ -574,6 +582,8 @@ mod tests {
         assert!(err(&[("APP_ENV", "staging")]).contains("APP_ENV"));
         assert!(err(&[("LOG_FORMAT", "xml")]).contains("LOG_FORMAT"));
         assert!(err(&[("BETTER_AUTH_URL", "localhost:3000")]).contains("BETTER_AUTH_URL"));
+        assert!(err(&[("CLIENT_BODY_TIMEOUT", "0")]).contains("CLIENT_BODY_TIMEOUT"));
+        assert!(err(&[("CLIENT_BODY_TIMEOUT", "soon")]).contains("CLIENT_BODY_TIMEOUT"));
     }
 
     #[test]

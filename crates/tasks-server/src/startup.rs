@@ -16,7 +16,7 @@ use tasks_store::{DieselTaskStore, run_migrations};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::error::ApiError;
-use crate::extract::BodyLimit;
+use crate::extract::{BodyLimit, BodyTimeout};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
 use crate::ratelimit::RateLimiter;
@@ -85,10 +85,12 @@ impl Application {
 
         let origins = settings.cors_origins.clone();
         let limit = BodyLimit(settings.max_body_bytes);
+        let body_timeout = BodyTimeout(settings.client_body_timeout);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(limit)
+                .app_data(body_timeout)
                 .app_data(web::QueryConfig::default().error_handler(|err, _req| {
                     ApiError::Validation(format!("Invalid query string: {err}")).into()
                 }))

@@ -110,6 +110,137 @@ async fn slow_clients_are_cut_off(backend: Backend) {
     );
 }
 
+/// Reads what the server sends until it closes the connection. The bound is
+/// only a guard against a hanging test: it fails the test, never passes it.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status and JSON body of a raw HTTP/1.1 response.
+fn parse_response(response: &str) -> (u16, String, serde_json::Value) {
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, head.to_ascii_lowercase(), json)
+}
+
+fn assert_raw_envelope(response: &str, status: u16, error_type: &str) -> serde_json::Value {
+    let (got, head, body) = parse_response(response);
+    assert_eq!(got, status, "{}", &response[..response.len().min(400)]);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(head.contains("x-request-id: "), "{head}");
+    assert_eq!(body["status_code"], status, "{body}");
+    assert_eq!(body["error_type"], error_type, "{body}");
+    body
+}
+
+/// Clients that send most of a body and stall get a 408 envelope and are
+/// disconnected after CLIENT_BODY_TIMEOUT; meanwhile others are served.
+async fn stalled_request_bodies_get_408_and_are_disconnected(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("CLIENT_BODY_TIMEOUT", "1")]).await;
+    let token = app.token("alice");
+    let mut stalled = Vec::new();
+    for i in 0..6 {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        // Half with Content-Length, half chunked: both must be cut off.
+        let head = if i % 2 == 0 {
+            format!(
+                "POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n"
+            )
+        } else {
+            format!(
+                "POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+        };
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let part = format!("{{\"title\": \"stall\", \"description\": \"{}", "x".repeat(150_000));
+        if i % 2 == 0 {
+            stream.write_all(part.as_bytes()).await.unwrap();
+        } else {
+            stream
+                .write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+                .await
+                .unwrap();
+        }
+        stalled.push(stream);
+    }
+    // While they stall, the service answers everybody else.
+    assert_eq!(app.list(&token, "").await.status(), 200);
+    app.create_ok(&token, "served meanwhile").await;
+    for mut stream in stalled {
+        let response = read_until_closed(&mut stream).await;
+        let body = assert_raw_envelope(&response, 408, "request_timeout");
+        assert!(body["detail"].as_str().unwrap().contains("body"), "{body}");
+        let (_, head, _) = parse_response(&response);
+        assert!(head.contains("connection: close"), "{head}");
+    }
+    let titles: Vec<_> = app
+        .list_ok(&token)
+        .await
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(titles, ["served meanwhile"], "no stalled body was stored");
+}
+
+/// A client that stalls in the middle of a body the service never reads
+/// (here: no token, so a 401 before the body matters) is disconnected after
+/// the answer; a chunked body used to be drained for as long as the client
+/// kept the connection open.
+async fn unread_stalled_bodies_do_not_hold_connections(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (request, status) in [
+        ("POST /api/tasks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", 401),
+        ("POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc", 401),
+        ("GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", 200),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let response = read_until_closed(&mut stream).await;
+        let (got, head, _) = parse_response(&response);
+        assert_eq!(got, status, "{response}");
+        assert!(head.contains("connection: close"), "{head}");
+    }
+}
+
+/// A body cut short (the client closes its sending side) is a 400 with a
+/// clean message, never actix's debug text.
+async fn truncated_bodies_are_400_without_debug_text(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("alice");
+    for (framing, body) in [
+        ("Content-Length: 100", "{\"title\":"),
+        ("Transfer-Encoding: chunked", "5\r\n{\"tit\r\n"),
+        ("Transfer-Encoding: chunked", "5\r\n{\"tit\r\nZZ\r\n"),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let request = format!(
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n{body}"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let response = read_until_closed(&mut stream).await;
+        let err = assert_raw_envelope(&response, 400, "validation_error");
+        let detail = err["detail"].as_str().unwrap();
+        assert!(
+            !detail.contains("None") && !detail.contains("payload") && !detail.contains("EOF"),
+            "{detail}"
+        );
+        assert!(detail.contains("request body"), "{detail}");
+    }
+    assert!(app.list_ok(&token).await.is_empty());
+}
+
 async fn many_idle_connections_do_not_block_service(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut idle = Vec::new();
@@ -127,4 +258,7 @@ on_both_backends!(
     oversized_headers_are_rejected,
     slow_clients_are_cut_off,
     many_idle_connections_do_not_block_service,
+    stalled_request_bodies_get_408_and_are_disconnected,
+    truncated_bodies_are_400_without_debug_text,
+    unread_stalled_bodies_do_not_hold_connections,
 );
