@@ -103,7 +103,9 @@ pub enum TitleError {
     TooLong { max: usize, actual: usize },
     #[error("title must not contain NUL characters")]
     ContainsNul,
-    #[error("title must not contain control characters (U+{0:04X}); only tab and line feed are allowed")]
+    #[error(
+        "title must not contain control characters (U+{0:04X}); only tab and line feed are allowed"
+    )]
     ContainsControl(u32),
 }
 
@@ -282,7 +284,12 @@ mod tests {
     #[test]
     fn title_is_stripped_like_python() {
         // str.strip() removes the information separators; Rust's trim() does not.
-        assert_eq!(Title::parse("\u{1c}\u{1d}a b\u{1e}\u{1f}").unwrap().as_str(), "a b");
+        assert_eq!(
+            Title::parse("\u{1c}\u{1d}a b\u{1e}\u{1f}")
+                .unwrap()
+                .as_str(),
+            "a b"
+        );
         assert_eq!(
             Title::parse("\u{85}\u{a0}\u{3000}x\u{2028}\u{202f}\u{205f}\u{1680}\u{2009}")
                 .unwrap()
@@ -312,13 +319,24 @@ mod tests {
         }
         // At the ends, the white-space controls are trimmed, the others are not.
         assert_eq!(Title::parse("\r\x0bx\x0c\u{85}").unwrap().as_str(), "x");
-        assert_eq!(Title::parse("\x1bx"), Err(TitleError::ContainsControl(0x1b)));
-        assert_eq!(Title::parse("x\x7f"), Err(TitleError::ContainsControl(0x7f)));
+        assert_eq!(
+            Title::parse("\x1bx"),
+            Err(TitleError::ContainsControl(0x1b))
+        );
+        assert_eq!(
+            Title::parse("x\x7f"),
+            Err(TitleError::ContainsControl(0x7f))
+        );
     }
 
     #[test]
     fn title_rejects_only_invisible_characters() {
-        for raw in ["\u{200b}", "\u{200b} \u{feff}", "\u{180e}", "\u{feff}\u{3000}\u{200b}"] {
+        for raw in [
+            "\u{200b}",
+            "\u{200b} \u{feff}",
+            "\u{180e}",
+            "\u{feff}\u{3000}\u{200b}",
+        ] {
             assert_eq!(Title::parse(raw), Err(TitleError::Invisible), "{raw:?}");
         }
         assert_eq!(Title::parse("\u{1c}\u{1f}"), Err(TitleError::Empty));

@@ -13,15 +13,54 @@ use actix_web::HttpMessage as _;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::web::Bytes;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::{Error, HttpResponse};
 use tracing::Instrument as _;
 
 use crate::error::{envelope, error_type_for};
+use actix_web::http::StatusCode;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request target (path and query) served; longer ones get 414 with
+/// the envelope. actix-http itself refuses targets over 64 KiB, with an empty
+/// 400 that never reaches this code (see docs/API.md).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Most header bytes (names, values and separators) a request may carry;
+/// more get 431 with the envelope. actix-http itself refuses a request head
+/// over 128 KiB (or over 96 headers) with an empty 431 that never reaches
+/// this code.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The envelope for a request head over our limits, while it is still small
+/// enough for actix-http to have handed it to the application.
+fn oversized_head(req: &ServiceRequest) -> Option<HttpResponse> {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(envelope(
+            StatusCode::URI_TOO_LONG,
+            error_type_for(StatusCode::URI_TOO_LONG),
+            format!("The request URI is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some(envelope(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            error_type_for(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            format!("The request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    None
+}
 
 /// Wraps every request. Inner services turn their errors into responses (even
 /// CORS rejections), so every error response passes through here.
@@ -38,9 +77,14 @@ pub async fn request_context(
     );
     let started = Instant::now();
     let request_body = share_request_body(&mut req);
-    let result = next.call(req).instrument(span.clone()).await;
-
-    let mut res = result?.map_into_boxed_body();
+    let mut res = match oversized_head(&req) {
+        Some(rejection) => req.into_response(rejection),
+        None => next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_boxed_body(),
+    };
     let status = res.status();
     if status.as_u16() >= 400 && !is_json(&res) {
         let detail = default_detail(&res);

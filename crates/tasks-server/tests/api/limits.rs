@@ -163,7 +163,10 @@ async fn stalled_request_bodies_get_408_and_are_disconnected(backend: Backend) {
             )
         };
         stream.write_all(head.as_bytes()).await.unwrap();
-        let part = format!("{{\"title\": \"stall\", \"description\": \"{}", "x".repeat(150_000));
+        let part = format!(
+            "{{\"title\": \"stall\", \"description\": \"{}",
+            "x".repeat(150_000)
+        );
         if i % 2 == 0 {
             stream.write_all(part.as_bytes()).await.unwrap();
         } else {
@@ -200,9 +203,18 @@ async fn stalled_request_bodies_get_408_and_are_disconnected(backend: Backend) {
 async fn unread_stalled_bodies_do_not_hold_connections(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for (request, status) in [
-        ("POST /api/tasks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", 401),
-        ("POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc", 401),
-        ("GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", 200),
+        (
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+            401,
+        ),
+        (
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc",
+            401,
+        ),
+        (
+            "GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+            200,
+        ),
     ] {
         let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -241,6 +253,118 @@ async fn truncated_bodies_are_400_without_debug_text(backend: Backend) {
     assert!(app.list_ok(&token).await.is_empty());
 }
 
+/// Protocol-level errors, each exactly as docs/API.md says: the envelope and
+/// the safety headers where the request reaches the application; an empty
+/// answer from actix-http's parser (and a closed connection) where it cannot.
+async fn protocol_errors_are_as_documented(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let enveloped = [
+        (
+            format!(
+                "GET /api/tasks?q={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                "a".repeat(20 * 1024)
+            ),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                "a".repeat(60 * 1024)
+            ),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!(
+                "GET /api/tasks HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "a".repeat(40 * 1024)
+            ),
+            431,
+            "headers_too_large",
+        ),
+        (
+            format!(
+                "GET /health HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
+                (0..40)
+                    .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(1000)))
+                    .collect::<String>()
+            ),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, error_type) in enveloped {
+        let response = raw_request(app.port, request.as_bytes()).await;
+        assert_raw_envelope(&response, status, error_type);
+        let (_, head, _) = parse_response(&response);
+        assert!(head.contains("cache-control: no-store"), "{head}");
+    }
+    // Refused by actix-http's parser before any application code runs: an
+    // empty body, no application headers, and the connection is closed.
+    let unenveloped = [
+        // A target over 64 KiB does not fit the http crate's `Uri`.
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 * 1024)),
+            400,
+        ),
+        // A request head over 128 KiB.
+        (
+            format!("GET /api/tasks HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(140 * 1024)),
+            431,
+        ),
+        // More than 96 headers.
+        (
+            format!(
+                "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..100).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+            ),
+            431,
+        ),
+        // Request smuggling shapes.
+        (
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef".to_owned(),
+            400,
+        ),
+    ];
+    for (request, status) in unenveloped {
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        // The server may stop reading (and reset) before all of it is sent.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut out = Vec::new();
+        // Ends on close or reset; never hangs (a hang fails the test).
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .expect("the server closes the connection");
+        let response = String::from_utf8_lossy(&out);
+        let (got, head, _) = parse_response(&response);
+        assert_eq!(got, status, "{}", &response[..response.len().min(300)]);
+        assert!(head.contains("content-length: 0"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+    }
+    assert_eq!(
+        app.client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
 async fn many_idle_connections_do_not_block_service(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut idle = Vec::new();
@@ -261,4 +385,5 @@ on_both_backends!(
     stalled_request_bodies_get_408_and_are_disconnected,
     truncated_bodies_are_400_without_debug_text,
     unread_stalled_bodies_do_not_hold_connections,
+    protocol_errors_are_as_documented,
 );

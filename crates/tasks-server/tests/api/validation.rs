@@ -47,7 +47,10 @@ async fn titles_follow_the_plans_python_rules(backend: Backend) {
     // Python strips U+001C..U+001F; Rust's trim() did not.
     let created: Value = {
         let res = app
-            .create(&token, &json!({"title": "\u{1c}\u{1d}Plan\u{1e}\u{1f}\u{85}"}))
+            .create(
+                &token,
+                &json!({"title": "\u{1c}\u{1d}Plan\u{1e}\u{1f}\u{85}"}),
+            )
             .await;
         assert_eq!(res.status(), 201);
         res.json().await.unwrap()
@@ -83,9 +86,16 @@ async fn titles_follow_the_plans_python_rules(backend: Backend) {
             .await;
         assert_error(res, 400, "validation_error").await;
     }
-    assert_eq!(app.list_ok(&token).await.len(), 2, "nothing else was stored");
+    assert_eq!(
+        app.list_ok(&token).await.len(),
+        2,
+        "nothing else was stored"
+    );
     let after: Value = app.get(&token, &created["id"]).await.json().await.unwrap();
-    assert_eq!(after["title"], "Plan", "no rejected update changed the title");
+    assert_eq!(
+        after["title"], "Plan",
+        "no rejected update changed the title"
+    );
 }
 
 async fn invalid_updates_are_rejected_and_change_nothing(backend: Backend) {
