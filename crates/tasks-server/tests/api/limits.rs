@@ -337,7 +337,7 @@ async fn protocol_errors_are_as_documented(backend: Backend) {
         let _ = stream.write_all(request.as_bytes()).await;
         let mut out = Vec::new();
         // Ends on close or reset; never hangs (a hang fails the test).
-        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::time::timeout(Duration::from_secs(60), async {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stream.read(&mut buf).await {
                 if n == 0 {
