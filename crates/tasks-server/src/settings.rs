@@ -74,6 +74,7 @@ struct Raw {
     client_body_timeout: Option<String>,
     rate_limit_per_minute: Option<String>,
     rate_limit_burst: Option<String>,
+    rate_limit_max_keys: Option<String>,
 }
 
 /// How log lines are written.
@@ -135,6 +136,8 @@ pub struct Settings {
     pub rate_limit_per_minute: Option<u32>,
     /// Bucket size: requests a user may make at once (default: one minute's worth).
     pub rate_limit_burst: Option<u32>,
+    /// Most users the rate limiter remembers (`RATE_LIMIT_MAX_KEYS`).
+    pub rate_limit_max_keys: usize,
 }
 
 /// Name of the file, inside the data directory, holding the generated
@@ -375,11 +378,20 @@ impl Settings {
         if rate_limit_burst == Some(0) {
             bail!("RATE_LIMIT_BURST must be at least 1");
         }
+        let rate_limit_max_keys: usize = parse_or(
+            "RATE_LIMIT_MAX_KEYS",
+            raw.rate_limit_max_keys.as_deref(),
+            100_000,
+        )?;
+        if !(1..=10_000_000).contains(&rate_limit_max_keys) {
+            bail!("RATE_LIMIT_MAX_KEYS must be between 1 and 10000000 (got {rate_limit_max_keys})");
+        }
 
         Ok(Self {
             production,
             rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
             rate_limit_burst,
+            rate_limit_max_keys,
             host,
             port,
             workers,
@@ -583,6 +595,8 @@ mod tests {
         assert!(err(&[("LOG_FORMAT", "xml")]).contains("LOG_FORMAT"));
         assert!(err(&[("BETTER_AUTH_URL", "localhost:3000")]).contains("BETTER_AUTH_URL"));
         assert!(err(&[("CLIENT_BODY_TIMEOUT", "0")]).contains("CLIENT_BODY_TIMEOUT"));
+        assert!(err(&[("RATE_LIMIT_MAX_KEYS", "0")]).contains("RATE_LIMIT_MAX_KEYS"));
+        assert!(err(&[("RATE_LIMIT_MAX_KEYS", "many")]).contains("RATE_LIMIT_MAX_KEYS"));
         assert!(err(&[("CLIENT_BODY_TIMEOUT", "soon")]).contains("CLIENT_BODY_TIMEOUT"));
     }
 

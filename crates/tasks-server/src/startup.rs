@@ -28,7 +28,7 @@ pub struct AppState {
     pub repo: Arc<dyn TaskRepository>,
     pub verifier: Arc<dyn TokenVerifier>,
     /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
-    pub rate_limiter: Option<RateLimiter>,
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 /// A built, bound, not yet running service.
@@ -64,7 +64,13 @@ impl Application {
             repo: Arc::new(store),
             verifier,
             rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
-                RateLimiter::new(per_minute, settings.rate_limit_burst.unwrap_or(per_minute))
+                let limiter = Arc::new(RateLimiter::new(
+                    per_minute,
+                    settings.rate_limit_burst.unwrap_or(per_minute),
+                    settings.rate_limit_max_keys,
+                ));
+                limiter.spawn_housekeeping();
+                limiter
             }),
         });
 

@@ -35,6 +35,29 @@ async fn per_user_rate_limit_is_429_with_retry_after(backend: Backend) {
     );
 }
 
+/// Past `RATE_LIMIT_MAX_KEYS` users the limiter forgets and starts afresh:
+/// nobody is refused for it, and the limit still works afterwards. (The key
+/// count itself is asserted in `ratelimit.rs`'s unit tests.)
+async fn rate_limiter_over_its_user_cap_keeps_working(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("RATE_LIMIT_PER_MINUTE", "60"),
+            ("RATE_LIMIT_BURST", "2"),
+            ("RATE_LIMIT_MAX_KEYS", "5"),
+        ],
+    )
+    .await;
+    for i in 0..20 {
+        let token = app.token(&format!("user-{i}"));
+        assert_eq!(app.list(&token, "").await.status(), 200, "user-{i}");
+    }
+    let alice = app.token("alice");
+    assert_eq!(app.list(&alice, "").await.status(), 200);
+    assert_eq!(app.list(&alice, "").await.status(), 200);
+    assert_error(app.list(&alice, "").await, 429, "rate_limited").await;
+}
+
 async fn deeply_nested_json_is_400(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice");
@@ -378,6 +401,7 @@ async fn many_idle_connections_do_not_block_service(backend: Backend) {
 
 on_both_backends!(
     per_user_rate_limit_is_429_with_retry_after,
+    rate_limiter_over_its_user_cap_keeps_working,
     deeply_nested_json_is_400,
     oversized_headers_are_rejected,
     slow_clients_are_cut_off,
