@@ -24,6 +24,22 @@ use actix_web::http::StatusCode;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The Content-Security-Policy of every response but the `/docs` pages: the
+/// API serves JSON, never a page, so nothing may load and nobody may frame it.
+pub const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The Content-Security-Policy of the Swagger UI pages under `/docs`: only
+/// the vendored files from this origin. The vendored `index.html` has no
+/// inline script or style; Swagger UI sets styles through the DOM (allowed),
+/// draws icons from `data:` SVGs, and "Try it out" calls this origin. The one
+/// inline `<style>` element is in its logo SVG, allowed by its hash
+/// (`.logo_small_svg__cls-2{fill:#fff}.logo_small_svg__cls-3{fill:#85ea2d}`,
+/// Swagger UI 5.17.14 as vendored by utoipa-swagger-ui 9); a Swagger UI
+/// upgrade that changes it shows up as a CSP violation in
+/// tests/interop/better-auth/browser.test.mjs.
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// Longest request target (path and query) served; longer ones get 414 with
 /// the envelope. actix-http itself refuses targets over 64 KiB, with an empty
 /// 400 that never reaches this code (see docs/API.md).
@@ -94,6 +110,7 @@ pub async fn request_context(
         );
         res = res.into_response(replacement);
     }
+    let is_docs_page = res.request().path().starts_with("/docs/");
     if let Some(pattern) = res.request().match_pattern() {
         span.record("route", pattern.as_str());
     }
@@ -108,6 +125,11 @@ pub async fn request_context(
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(if is_docs_page { DOCS_CSP } else { API_CSP }),
+    );
     if let Some(request_body) = request_body {
         res = res.map_body(|_, body| {
             BoxBody::new(HoldsRequestBody {

@@ -90,6 +90,7 @@ impl Application {
         );
 
         let origins = settings.cors_origins.clone();
+        let production = settings.production;
         let limit = BodyLimit(settings.max_body_bytes);
         let body_timeout = BodyTimeout(settings.client_body_timeout);
         let server = HttpServer::new(move || {
@@ -102,7 +103,7 @@ impl Application {
                 }))
                 .wrap(cors(&origins))
                 .wrap(from_fn(request_context))
-                .configure(routes)
+                .configure(|cfg| routes(cfg, production))
         })
         .listen(listener)?
         .workers(settings.workers)
@@ -134,7 +135,10 @@ impl Application {
     }
 }
 
-fn routes(cfg: &mut web::ServiceConfig) {
+/// `production` turns off Swagger UI's token persistence: in development a
+/// token pasted into /docs survives a reload (localStorage); in production a
+/// token is never written to the browser's storage.
+fn routes(cfg: &mut web::ServiceConfig, production: bool) {
     cfg.service(
         web::resource(["/api/tasks", "/api/tasks/"])
             .route(web::get().to(tasks::list_tasks))
@@ -163,7 +167,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .config(
                 SwaggerConfig::new(["/openapi.json"])
                     .validator_url("none")
-                    .persist_authorization(true)
+                    .persist_authorization(!production)
                     .try_it_out_enabled(true),
             ),
     )
