@@ -13,6 +13,7 @@ use actix_web::HttpMessage as _;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
@@ -20,7 +21,6 @@ use actix_web::{Error, HttpResponse};
 use tracing::Instrument as _;
 
 use crate::error::{envelope, error_type_for};
-use actix_web::http::StatusCode;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -83,7 +83,7 @@ fn oversized_head(req: &ServiceRequest) -> Option<HttpResponse> {
 pub async fn request_context(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+) -> Result<ServiceResponse<ResponseBody>, Error> {
     let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
     let span = tracing::info_span!(
         "request",
@@ -130,14 +130,6 @@ pub async fn request_context(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(if is_docs_page { DOCS_CSP } else { API_CSP }),
     );
-    if let Some(request_body) = request_body {
-        res = res.map_body(|_, body| {
-            BoxBody::new(HoldsRequestBody {
-                body,
-                _request_body: request_body,
-            })
-        });
-    }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
@@ -146,7 +138,10 @@ pub async fn request_context(
             tracing::info!(status = status.as_u16(), latency_ms, "request finished");
         }
     });
-    Ok(res)
+    Ok(res.map_body(|_, body| ResponseBody {
+        body,
+        _request_body: request_body,
+    }))
 }
 
 fn is_json(res: &ServiceResponse<BoxBody>) -> bool {
@@ -264,13 +259,16 @@ impl futures_util::Stream for SharedBodyStream {
     }
 }
 
-/// A response body that keeps the request body alive until it is written.
-struct HoldsRequestBody {
+/// Every response's body: the handler's, plus the request body kept alive
+/// until the response is written (see [`share_request_body`]). Not a
+/// `BoxBody`: `BoxBody::new` would drop an empty body (a 204) and the request
+/// body with it before actix looks at it.
+pub struct ResponseBody {
     body: BoxBody,
-    _request_body: SharedBody,
+    _request_body: Option<SharedBody>,
 }
 
-impl MessageBody for HoldsRequestBody {
+impl MessageBody for ResponseBody {
     type Error = Box<dyn std::error::Error>;
 
     fn size(&self) -> BodySize {

@@ -4,8 +4,8 @@
 use reqwest::Method;
 
 use crate::helpers::{Backend, TestApp, assert_error};
-use tasks_server::middleware::{API_CSP, DOCS_CSP};
 use crate::on_both_backends;
+use tasks_server::middleware::{API_CSP, DOCS_CSP};
 
 async fn unknown_routes_and_methods_get_the_envelope(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -78,7 +78,11 @@ on_both_backends!(
 /// no framing; production never persists a pasted token in the browser.
 async fn docs_are_locked_down(app_env: &str, persists: bool) {
     let app = TestApp::spawn_with(Backend::Sqlite, &[("APP_ENV", app_env)]).await;
-    for path in ["/docs/", "/docs/swagger-initializer.js", "/docs/swagger-ui-bundle.js"] {
+    for path in [
+        "/docs/",
+        "/docs/swagger-initializer.js",
+        "/docs/swagger-ui-bundle.js",
+    ] {
         let res = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         let h = res.headers();
@@ -113,7 +117,11 @@ async fn docs_are_locked_down(app_env: &str, persists: bool) {
     for res in [
         app.list(&token, "").await,
         app.request(Method::GET, "/nope", None, None).await,
-        app.client.get(app.url("/openapi.json")).send().await.unwrap(),
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
     ] {
         let h = res.headers();
         assert_eq!(h.get("x-frame-options").unwrap(), "DENY");
