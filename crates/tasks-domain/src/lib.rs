@@ -11,7 +11,10 @@ mod values;
 
 pub use owner::{OwnerId, OwnerIdError};
 pub use task::{NewTask, StatusFilter, StatusFilterError, Task, TaskPatch};
-pub use values::{Description, DescriptionError, TaskId, TaskIdError, Title, TitleError};
+pub use values::{
+    Description, DescriptionError, INVISIBLE, TITLE_WHITESPACE, TaskId, TaskIdError, Title,
+    TitleError, is_title_whitespace,
+};
 
 /// The current time, truncated to whole microseconds.
 ///

@@ -48,7 +48,48 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// A task title: trimmed, 1 to 200 characters (Unicode scalar values, not bytes).
+/// The characters stripped from both ends of a title: exactly those for which
+/// Python's `str.isspace()` is true, so that a title is trimmed as the plan's
+/// FastAPI app (`str.strip()`) trims it. Rust's `char::is_whitespace` lacks
+/// U+001C to U+001F (the information separators), which Python strips.
+///
+/// Inclusive ranges. The database CHECK constraint on titles uses the same set;
+/// change both together.
+pub const TITLE_WHITESPACE: &[(char, char)] = &[
+    ('\u{0009}', '\u{000D}'),
+    ('\u{001C}', '\u{001F}'),
+    ('\u{0020}', '\u{0020}'),
+    ('\u{0085}', '\u{0085}'),
+    ('\u{00A0}', '\u{00A0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200A}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202F}', '\u{202F}'),
+    ('\u{205F}', '\u{205F}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// Whether `c` is in [`TITLE_WHITESPACE`] (Python's `str.isspace()`).
+#[must_use]
+pub fn is_title_whitespace(c: char) -> bool {
+    TITLE_WHITESPACE
+        .iter()
+        .any(|&(low, high)| (low..=high).contains(&c))
+}
+
+/// Characters that render as nothing but are not white space to Python: a
+/// title made only of these and white space is rejected as blank.
+pub const INVISIBLE: &[char] = &['\u{200B}', '\u{FEFF}', '\u{180E}'];
+
+/// A control character a title may not contain (after trimming): C0 controls
+/// other than tab and line feed, DEL, and C1 controls.
+fn is_forbidden_control(c: char) -> bool {
+    matches!(c, '\u{0000}'..='\u{0008}' | '\u{000B}'..='\u{001F}' | '\u{007F}'..='\u{009F}')
+}
+
+/// A task title: trimmed as Python's `str.strip()` trims, 1 to 200 characters
+/// (Unicode scalar values, not bytes), at least one visible character, no
+/// control characters but tab and line feed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Title(String);
 
@@ -56,20 +97,28 @@ pub struct Title(String);
 pub enum TitleError {
     #[error("title must not be empty")]
     Empty,
+    #[error("title must contain a visible character, not only white space or invisible characters")]
+    Invisible,
     #[error("title must be at most {max} characters (got {actual})")]
     TooLong { max: usize, actual: usize },
     #[error("title must not contain NUL characters")]
     ContainsNul,
+    #[error(
+        "title must not contain control characters (U+{0:04X}); only tab and line feed are allowed"
+    )]
+    ContainsControl(u32),
 }
 
 impl Title {
     pub const MAX_CHARS: usize = 200;
 
     /// # Errors
-    /// Empty after trimming, longer than [`Title::MAX_CHARS`], or containing NUL
-    /// (which PostgreSQL cannot store in `text`).
+    /// Empty after trimming [`TITLE_WHITESPACE`], only white space and
+    /// [`INVISIBLE`] characters, longer than [`Title::MAX_CHARS`], containing
+    /// NUL (which PostgreSQL cannot store in `text`) or another control
+    /// character than tab and line feed.
     pub fn parse(raw: &str) -> Result<Self, TitleError> {
-        let trimmed = raw.trim();
+        let trimmed = raw.trim_matches(is_title_whitespace);
         if trimmed.is_empty() {
             return Err(TitleError::Empty);
         }
@@ -82,6 +131,15 @@ impl Title {
         }
         if trimmed.contains('\0') {
             return Err(TitleError::ContainsNul);
+        }
+        if let Some(c) = trimmed.chars().find(|&c| is_forbidden_control(c)) {
+            return Err(TitleError::ContainsControl(u32::from(c)));
+        }
+        if trimmed
+            .chars()
+            .all(|c| is_title_whitespace(c) || INVISIBLE.contains(&c))
+        {
+            return Err(TitleError::Invisible);
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -228,6 +286,78 @@ mod tests {
     #[test]
     fn title_rejects_nul() {
         assert_eq!(Title::parse("a\0b"), Err(TitleError::ContainsNul));
+    }
+
+    #[test]
+    fn title_whitespace_is_pythons_isspace() {
+        // Python's str.isspace() set is Rust's char::is_whitespace plus the
+        // four information separators U+001C..U+001F.
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            let python = c.is_whitespace() || ('\u{1C}'..='\u{1F}').contains(&c);
+            assert_eq!(is_title_whitespace(c), python, "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn title_is_stripped_like_python() {
+        // str.strip() removes the information separators; Rust's trim() does not.
+        assert_eq!(
+            Title::parse("\u{1c}\u{1d}a b\u{1e}\u{1f}")
+                .unwrap()
+                .as_str(),
+            "a b"
+        );
+        assert_eq!(
+            Title::parse("\u{85}\u{a0}\u{3000}x\u{2028}\u{202f}\u{205f}\u{1680}\u{2009}")
+                .unwrap()
+                .as_str(),
+            "x"
+        );
+        // Not white space to Python: kept.
+        assert_eq!(Title::parse("\u{200b}x").unwrap().as_str(), "\u{200b}x");
+        assert_eq!(Title::parse("x\u{feff}").unwrap().as_str(), "x\u{feff}");
+        // Stripped characters do not count against the limit.
+        assert!(Title::parse(&format!("\u{1c}{}\u{1f}", "a".repeat(200))).is_ok());
+    }
+
+    #[test]
+    fn title_rejects_control_characters_but_tab_and_newline() {
+        assert_eq!(Title::parse("a\tb\nc").unwrap().as_str(), "a\tb\nc");
+        for c in ('\u{1}'..='\u{8}')
+            .chain('\u{b}'..='\u{1f}')
+            .chain('\u{7f}'..='\u{9f}')
+        {
+            assert_eq!(
+                Title::parse(&format!("a{c}b")),
+                Err(TitleError::ContainsControl(u32::from(c))),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // At the ends, the white-space controls are trimmed, the others are not.
+        assert_eq!(Title::parse("\r\x0bx\x0c\u{85}").unwrap().as_str(), "x");
+        assert_eq!(
+            Title::parse("\x1bx"),
+            Err(TitleError::ContainsControl(0x1b))
+        );
+        assert_eq!(
+            Title::parse("x\x7f"),
+            Err(TitleError::ContainsControl(0x7f))
+        );
+    }
+
+    #[test]
+    fn title_rejects_only_invisible_characters() {
+        for raw in [
+            "\u{200b}",
+            "\u{200b} \u{feff}",
+            "\u{180e}",
+            "\u{feff}\u{3000}\u{200b}",
+        ] {
+            assert_eq!(Title::parse(raw), Err(TitleError::Invisible), "{raw:?}");
+        }
+        assert_eq!(Title::parse("\u{1c}\u{1f}"), Err(TitleError::Empty));
+        assert!(Title::parse("\u{200b}a\u{200b}").is_ok());
     }
 
     #[test]

@@ -83,12 +83,14 @@ impl From<Task> for TaskResponse {
 /// timestamps, anything unknown) are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTaskRequest {
-    /// Required; trimmed, then 1 to 200 characters; not only white space; no NUL.
+    /// Required; trimmed (Python's `str.strip()` white space), then 1 to 200
+    /// characters with at least one visible one; no control characters but
+    /// tab and line feed.
     #[schema(
         example = "Buy milk",
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$"
+        pattern = r"^[\u0009-\u000D\u001C-\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u180E\u2000-\u200B\u2028\u2029\u202F\u205F\u3000\uFEFF][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[\u0009-\u000D\u001C-\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
     pub title: String,
     /// Optional; at most 10,000 characters; no NUL; null or absent for none.
@@ -117,9 +119,9 @@ impl TryFrom<CreateTaskRequest> for NewTask {
 /// `completed` may not be null.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateTaskRequest {
-    /// New title: trimmed, then 1 to 200 characters; not null.
+    /// New title, under the rules of `CreateTaskRequest.title`; not null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false, example = "Buy oat milk", min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\u0000\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000]*$")]
+    #[schema(value_type = String, required = false, example = "Buy oat milk", min_length = 1, max_length = 200, pattern = r"^[\u0009-\u000D\u001C-\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u180E\u2000-\u200B\u2028\u2029\u202F\u205F\u3000\uFEFF][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[\u0009-\u000D\u001C-\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub title: Option<Option<String>>,
     /// New description (at most 10,000 characters), or null to clear it.
     #[serde(default, deserialize_with = "present")]

@@ -40,6 +40,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("Task limit reached: a user may hold at most {0} tasks; delete some first")]
     TaskLimitReached(u32),
+    /// The client did not send its body in time; the connection is closed.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("Too many requests; retry in {0} s")]
     RateLimited(u64),
     #[error("The service is temporarily unavailable; retry shortly")]
@@ -57,6 +60,7 @@ impl ApiError {
             Self::TaskNotFound | Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TaskLimitReached(_) => "task_limit_reached",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -108,6 +112,7 @@ impl ResponseError for ApiError {
             Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,6 +132,13 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = envelope(self.status_code(), self.error_type(), self.to_string());
+        if let Self::RequestTimeout(_) = self {
+            // The rest of the body may still arrive: the connection cannot
+            // carry another request.
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
         if let Self::RateLimited(seconds) = self {
             response
                 .headers_mut()

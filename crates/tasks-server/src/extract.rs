@@ -2,8 +2,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
@@ -94,6 +96,13 @@ pub struct JsonBody<T>(pub T);
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// The deadline for receiving a whole request body (`CLIENT_BODY_TIMEOUT`),
+/// counted from when the service starts reading it, right after the headers.
+/// Without it a client that sends most of a body and stalls holds its
+/// connection and its buffered bytes for as long as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -104,6 +113,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             Some(value) => value.to_str().ok().is_some_and(is_json_media_type),
         };
         let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+        let deadline = req
+            .app_data::<BodyTimeout>()
+            .map_or(Duration::from_secs(10), |t| t.0);
         let declared_too_large = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -120,16 +132,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "Content-Type must be application/json".into(),
                 ));
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::Validation(format!("Could not read the request body: {e}"))
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = tokio::time::timeout(deadline, read_body(&mut payload, limit))
+                .await
+                .map_err(|_| {
+                    ApiError::RequestTimeout(format!(
+                        "The request body was not received within {} s",
+                        deadline.as_secs_f64()
+                    ))
+                })??;
             // serde's derived structs would also accept a JSON array (fields
             // by position): only an object is a valid body.
             if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -157,6 +167,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_body(payload: &mut Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = futures_util::StreamExt::next(payload).await {
+        let chunk = chunk.map_err(|e| payload_error(&e, limit))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A clean message for each way reading a body can fail. actix's own
+/// `Display` of these errors is not for clients: it prints Rust debug text
+/// such as `payload reached EOF before completing: None`.
+fn payload_error(err: &PayloadError, limit: usize) -> ApiError {
+    let detail = match err {
+        PayloadError::Overflow => return too_large(limit),
+        PayloadError::Incomplete(_) => "The request body ended before it was complete",
+        PayloadError::EncodingCorrupted => {
+            "The request body is malformed: its transfer or content encoding is corrupt"
+        }
+        PayloadError::UnknownLength => "The request body has no determinable length",
+        _ => "The request body could not be read",
+    };
+    ApiError::Validation(detail.to_owned())
+}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::PayloadTooLarge(format!("Request body is larger than {limit} bytes"))
 }
@@ -175,7 +214,31 @@ fn is_json_media_type(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_json_media_type;
+    use super::*;
+
+    #[test]
+    fn payload_errors_never_show_debug_text() {
+        let errors = [
+            PayloadError::Incomplete(None),
+            PayloadError::Incomplete(Some(std::io::Error::other("secret detail"))),
+            PayloadError::EncodingCorrupted,
+            PayloadError::UnknownLength,
+            PayloadError::Io(std::io::Error::other("secret detail")),
+        ];
+        for err in &errors {
+            let api = payload_error(err, 1024);
+            assert!(matches!(api, ApiError::Validation(_)), "{err:?}");
+            let text = api.to_string();
+            assert!(
+                !text.contains("None") && !text.contains("secret") && !text.contains("payload"),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            payload_error(&PayloadError::Overflow, 1024),
+            ApiError::PayloadTooLarge(_)
+        ));
+    }
 
     #[test]
     fn json_media_types() {

@@ -3,12 +3,20 @@
 //! (including those actix-web produces itself: unknown routes, 405, malformed
 //! query strings, ...).
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::HttpMessage as _;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::{Error, HttpResponse};
 use tracing::Instrument as _;
 
@@ -16,12 +24,66 @@ use crate::error::{envelope, error_type_for};
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The Content-Security-Policy of every response but the `/docs` pages: the
+/// API serves JSON, never a page, so nothing may load and nobody may frame it.
+pub const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The Content-Security-Policy of the Swagger UI pages under `/docs`: only
+/// the vendored files from this origin. The vendored `index.html` has no
+/// inline script or style; Swagger UI sets styles through the DOM (allowed),
+/// draws icons from `data:` SVGs, and "Try it out" calls this origin. The one
+/// inline `<style>` element is in its logo SVG, allowed by its hash
+/// (`.logo_small_svg__cls-2{fill:#fff}.logo_small_svg__cls-3{fill:#85ea2d}`,
+/// Swagger UI 5.17.14 as vendored by utoipa-swagger-ui 9); a Swagger UI
+/// upgrade that changes it shows up as a CSP violation in
+/// tests/interop/better-auth/browser.test.mjs.
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Longest request target (path and query) served; longer ones get 414 with
+/// the envelope. actix-http itself refuses targets over 64 KiB, with an empty
+/// 400 that never reaches this code (see docs/API.md).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Most header bytes (names, values and separators) a request may carry;
+/// more get 431 with the envelope. actix-http itself refuses a request head
+/// over 128 KiB (or over 96 headers) with an empty 431 that never reaches
+/// this code.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The envelope for a request head over our limits, while it is still small
+/// enough for actix-http to have handed it to the application.
+fn oversized_head(req: &ServiceRequest) -> Option<HttpResponse> {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(envelope(
+            StatusCode::URI_TOO_LONG,
+            error_type_for(StatusCode::URI_TOO_LONG),
+            format!("The request URI is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some(envelope(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            error_type_for(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            format!("The request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    None
+}
+
 /// Wraps every request. Inner services turn their errors into responses (even
 /// CORS rejections), so every error response passes through here.
 pub async fn request_context(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+) -> Result<ServiceResponse<ResponseBody>, Error> {
     let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
     let span = tracing::info_span!(
         "request",
@@ -30,9 +92,15 @@ pub async fn request_context(
         route = tracing::field::Empty,
     );
     let started = Instant::now();
-    let result = next.call(req).instrument(span.clone()).await;
-
-    let mut res = result?.map_into_boxed_body();
+    let request_body = share_request_body(&mut req);
+    let mut res = match oversized_head(&req) {
+        Some(rejection) => req.into_response(rejection),
+        None => next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_boxed_body(),
+    };
     let status = res.status();
     if status.as_u16() >= 400 && !is_json(&res) {
         let detail = default_detail(&res);
@@ -42,6 +110,7 @@ pub async fn request_context(
         );
         res = res.into_response(replacement);
     }
+    let is_docs_page = res.request().path().starts_with("/docs/");
     if let Some(pattern) = res.request().match_pattern() {
         span.record("route", pattern.as_str());
     }
@@ -56,6 +125,11 @@ pub async fn request_context(
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(if is_docs_page { DOCS_CSP } else { API_CSP }),
+    );
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
@@ -64,7 +138,10 @@ pub async fn request_context(
             tracing::info!(status = status.as_u16(), latency_ms, "request finished");
         }
     });
-    Ok(res)
+    Ok(res.map_body(|_, body| ResponseBody {
+        body,
+        _request_body: request_body,
+    }))
 }
 
 fn is_json(res: &ServiceResponse<BoxBody>) -> bool {
@@ -141,4 +218,67 @@ fn new_request_id() -> String {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix:016x}{n:08x}")
+}
+
+/// The request body, shared between the handler (through the request's
+/// payload) and the response, so that it stays alive until the response has
+/// been written.
+type SharedBody = Rc<RefCell<Payload>>;
+
+/// Replaces a request's body with a handle on it and returns the other
+/// handle, or `None` for a request without a body.
+///
+/// Why: actix-http closes the connection after a response whose request body
+/// was not read to the end only while that body is still referenced. Once
+/// the handler has dropped it, actix instead drains a chunked body on the
+/// same connection for as long as the client keeps it open, so a client that
+/// stalls mid-body (after a 401, a 413 or a body timeout) would hold its
+/// connection forever. Keeping the body referenced until the response is
+/// written makes actix close the connection instead (after
+/// `client_disconnect_timeout`).
+fn share_request_body(req: &mut ServiceRequest) -> Option<SharedBody> {
+    let payload = req.take_payload();
+    if matches!(payload, Payload::None) {
+        return None;
+    }
+    let shared = Rc::new(RefCell::new(payload));
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(SharedBodyStream(Rc::clone(&shared))),
+    });
+    Some(shared)
+}
+
+struct SharedBodyStream(SharedBody);
+
+impl futures_util::Stream for SharedBodyStream {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut payload = self.0.borrow_mut();
+        Pin::new(&mut *payload).poll_next(cx)
+    }
+}
+
+/// Every response's body: the handler's, plus the request body kept alive
+/// until the response is written (see [`share_request_body`]). Not a
+/// `BoxBody`: `BoxBody::new` would drop an empty body (a 204) and the request
+/// body with it before actix looks at it.
+pub struct ResponseBody {
+    body: BoxBody,
+    _request_body: Option<SharedBody>,
+}
+
+impl MessageBody for ResponseBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }

@@ -76,10 +76,12 @@ struct Raw {
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
     client_request_timeout: Option<String>,
+    client_body_timeout: Option<String>,
     rate_limit_per_minute: Option<String>,
     rate_limit_burst: Option<String>,
     max_tasks_per_user: Option<String>,
     client_write_timeout: Option<String>,
+    rate_limit_max_keys: Option<String>,
 }
 
 /// How log lines are written.
@@ -148,6 +150,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub client_request_timeout: Duration,
+    /// Longest time a client may take to send a whole request body.
+    pub client_body_timeout: Duration,
     /// Requests per user per minute; `None` (the default) is unlimited.
     pub rate_limit_per_minute: Option<u32>,
     /// Bucket size: requests a user may make at once (default: one minute's worth).
@@ -157,6 +161,8 @@ pub struct Settings {
     /// A client that reads nothing of a response for this long is
     /// disconnected (`CLIENT_WRITE_TIMEOUT`).
     pub client_write_timeout: Duration,
+    /// Most users the rate limiter remembers (`RATE_LIMIT_MAX_KEYS`).
+    pub rate_limit_max_keys: usize,
 }
 
 /// Name of the file, inside the data directory, holding the generated
@@ -496,6 +502,14 @@ impl Settings {
         if rate_limit_burst == Some(0) {
             bail!("RATE_LIMIT_BURST must be at least 1");
         }
+        let rate_limit_max_keys: usize = parse_or(
+            "RATE_LIMIT_MAX_KEYS",
+            raw.rate_limit_max_keys.as_deref(),
+            100_000,
+        )?;
+        if !(1..=10_000_000).contains(&rate_limit_max_keys) {
+            bail!("RATE_LIMIT_MAX_KEYS must be between 1 and 10000000 (got {rate_limit_max_keys})");
+        }
 
         let max_tasks_per_user: u32 = parse_or(
             "MAX_TASKS_PER_USER",
@@ -520,6 +534,7 @@ impl Settings {
             client_write_timeout,
             rate_limit_per_minute: (rate_limit_per_minute > 0).then_some(rate_limit_per_minute),
             rate_limit_burst,
+            rate_limit_max_keys,
             host,
             port,
             workers,
@@ -541,6 +556,11 @@ impl Settings {
             client_request_timeout: seconds(
                 "CLIENT_REQUEST_TIMEOUT",
                 raw.client_request_timeout.as_deref(),
+                10.0,
+            )?,
+            client_body_timeout: seconds(
+                "CLIENT_BODY_TIMEOUT",
+                raw.client_body_timeout.as_deref(),
                 10.0,
             )?,
         })
@@ -718,6 +738,10 @@ mod tests {
         assert!(err(&[("APP_ENV", "staging")]).contains("APP_ENV"));
         assert!(err(&[("LOG_FORMAT", "xml")]).contains("LOG_FORMAT"));
         assert!(err(&[("BETTER_AUTH_URL", "localhost:3000")]).contains("BETTER_AUTH_URL"));
+        assert!(err(&[("CLIENT_BODY_TIMEOUT", "0")]).contains("CLIENT_BODY_TIMEOUT"));
+        assert!(err(&[("RATE_LIMIT_MAX_KEYS", "0")]).contains("RATE_LIMIT_MAX_KEYS"));
+        assert!(err(&[("RATE_LIMIT_MAX_KEYS", "many")]).contains("RATE_LIMIT_MAX_KEYS"));
+        assert!(err(&[("CLIENT_BODY_TIMEOUT", "soon")]).contains("CLIENT_BODY_TIMEOUT"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tasks_store::{DieselTaskStore, run_migrations};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::error::ApiError;
-use crate::extract::BodyLimit;
+use crate::extract::{BodyLimit, BodyTimeout};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
 use crate::ratelimit::RateLimiter;
@@ -28,7 +28,7 @@ pub struct AppState {
     pub repo: Arc<dyn TaskRepository>,
     pub verifier: Arc<dyn TokenVerifier>,
     /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
-    pub rate_limiter: Option<RateLimiter>,
+    pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Most tasks one user may hold.
     pub max_tasks_per_user: u32,
 }
@@ -67,7 +67,13 @@ impl Application {
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
             rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
-                RateLimiter::new(per_minute, settings.rate_limit_burst.unwrap_or(per_minute))
+                let limiter = Arc::new(RateLimiter::new(
+                    per_minute,
+                    settings.rate_limit_burst.unwrap_or(per_minute),
+                    settings.rate_limit_max_keys,
+                ));
+                limiter.spawn_housekeeping();
+                limiter
             }),
         });
 
@@ -87,18 +93,21 @@ impl Application {
         );
 
         let origins = settings.cors_origins.clone();
+        let production = settings.production;
         let limit = BodyLimit(settings.max_body_bytes);
         let write_timeout = settings.client_write_timeout;
+        let body_timeout = BodyTimeout(settings.client_body_timeout);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(limit)
+                .app_data(body_timeout)
                 .app_data(web::QueryConfig::default().error_handler(|err, _req| {
                     ApiError::Validation(format!("Invalid query string: {err}")).into()
                 }))
                 .wrap(cors(&origins))
                 .wrap(from_fn(request_context))
-                .configure(routes)
+                .configure(|cfg| routes(cfg, production))
         })
         .on_connect(move |connection, _| limit_unread_time(connection, write_timeout))
         .listen(listener)?
@@ -131,7 +140,10 @@ impl Application {
     }
 }
 
-fn routes(cfg: &mut web::ServiceConfig) {
+/// `production` turns off Swagger UI's token persistence: in development a
+/// token pasted into /docs survives a reload (localStorage); in production a
+/// token is never written to the browser's storage.
+fn routes(cfg: &mut web::ServiceConfig, production: bool) {
     cfg.service(
         web::resource(["/api/tasks", "/api/tasks/"])
             .route(web::get().to(tasks::list_tasks))
@@ -160,7 +172,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .config(
                 SwaggerConfig::new(["/openapi.json"])
                     .validator_url("none")
-                    .persist_authorization(true)
+                    .persist_authorization(!production)
                     .try_it_out_enabled(true),
             ),
     )

@@ -127,6 +127,8 @@ if (tasksBinReady()) {
       try {
         const resp = await page.goto(`${svc.baseURL}/docs/`, { waitUntil: "load", timeout: 30_000 });
         assert.equal(resp.status(), 200, "/docs/ served");
+        assert.match(resp.headers()["content-security-policy"] ?? "", /frame-ancestors 'none'/, "/docs/ carries its CSP");
+        assert.equal(resp.headers()["x-frame-options"], "DENY");
         await page.locator("button.btn.authorize").first().click();
 
         const modal = page.locator(".modal-ux");
@@ -181,6 +183,9 @@ if (tasksBinReady()) {
         assert.equal((await createStatus.innerText()).trim(), "201");
 
         await page.screenshot({ path: path.join(artifacts, "swagger.png"), fullPage: true });
+        // The page works under its Content-Security-Policy: nothing was blocked.
+        const blocked = consoleLines.filter((l) => /Content Security Policy/i.test(l));
+        assert.deepEqual(blocked, [], "no CSP violation on /docs/");
         t.diagnostic(`screenshot: ${path.join(artifacts, "swagger.png")}`);
 
         // The task really exists for this user.

@@ -58,6 +58,7 @@ pub async fn list_tasks(
             headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
         (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
+        (status = 409, description = "The caller already holds `MAX_TASKS_PER_USER` tasks (`task_limit_reached`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),

@@ -5,6 +5,7 @@ use reqwest::Method;
 
 use crate::helpers::{Backend, TestApp, assert_error};
 use crate::on_both_backends;
+use tasks_server::middleware::{API_CSP, DOCS_CSP};
 
 async fn unknown_routes_and_methods_get_the_envelope(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -72,3 +73,68 @@ on_both_backends!(
     unknown_routes_and_methods_get_the_envelope,
     responses_carry_request_id_and_safety_headers
 );
+
+/// `/docs` in both modes: a CSP that allows only this origin's vendored files,
+/// no framing; production never persists a pasted token in the browser.
+async fn docs_are_locked_down(app_env: &str, persists: bool) {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("APP_ENV", app_env)]).await;
+    for path in [
+        "/docs/",
+        "/docs/swagger-initializer.js",
+        "/docs/swagger-ui-bundle.js",
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers();
+        assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{path}");
+        let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+        assert_eq!(csp, DOCS_CSP, "{path}");
+    }
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(DOCS_CSP.contains(directive), "{directive}");
+    }
+    assert!(!DOCS_CSP.contains("unsafe-inline") && !DOCS_CSP.contains("unsafe-eval"));
+    let init = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        init.contains(&format!("\"persistAuthorization\": {persists}")),
+        "{init}"
+    );
+    // Everything else is JSON: nothing may load, nobody may frame it.
+    let token = app.token("alice");
+    for res in [
+        app.list(&token, "").await,
+        app.request(Method::GET, "/nope", None, None).await,
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        let h = res.headers();
+        assert_eq!(h.get("x-frame-options").unwrap(), "DENY");
+        assert_eq!(h.get("content-security-policy").unwrap(), API_CSP);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_are_locked_down_in_production() {
+    docs_are_locked_down("production", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_are_locked_down_in_development_and_keep_the_token() {
+    docs_are_locked_down("development", true).await;
+}

@@ -39,6 +39,65 @@ async fn invalid_titles_are_rejected(backend: Backend) {
     }
 }
 
+/// Titles are trimmed as the plan's Python `str.strip()` trims them; control
+/// characters (but tab and line feed) and invisible-only titles are 400.
+async fn titles_follow_the_plans_python_rules(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("alice");
+    // Python strips U+001C..U+001F; Rust's trim() did not.
+    let created: Value = {
+        let res = app
+            .create(
+                &token,
+                &json!({"title": "\u{1c}\u{1d}Plan\u{1e}\u{1f}\u{85}"}),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        res.json().await.unwrap()
+    };
+    assert_eq!(created["title"], "Plan");
+    let kept = app
+        .create(&token, &json!({"title": " tab\there\nnewline "}))
+        .await;
+    assert_eq!(kept.status(), 201);
+    assert_eq!(
+        kept.json::<Value>().await.unwrap()["title"],
+        "tab\there\nnewline"
+    );
+    for (title, needle) in [
+        ("\u{200b} \u{feff}", "visible"),
+        ("\u{180e}", "visible"),
+        ("\u{200b}\u{3000}\u{1c}", "visible"),
+        ("bell\u{7}", "control"),
+        ("esc\u{1b}[31m", "control"),
+        ("a\rb", "control"),
+        ("del\u{7f}", "control"),
+        ("c1\u{9b}x", "control"),
+        ("x\u{1c}y", "control"),
+    ] {
+        let res = app.create(&token, &json!({ "title": title })).await;
+        let err = assert_error(res, 400, "validation_error").await;
+        assert!(
+            err["detail"].as_str().unwrap().contains(needle),
+            "{title:?}: {err}"
+        );
+        let res = app
+            .update(&token, &created["id"], &json!({ "title": title }))
+            .await;
+        assert_error(res, 400, "validation_error").await;
+    }
+    assert_eq!(
+        app.list_ok(&token).await.len(),
+        2,
+        "nothing else was stored"
+    );
+    let after: Value = app.get(&token, &created["id"]).await.json().await.unwrap();
+    assert_eq!(
+        after["title"], "Plan",
+        "no rejected update changed the title"
+    );
+}
+
 async fn invalid_updates_are_rejected_and_change_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token("alice");
@@ -213,6 +272,7 @@ async fn invalid_status_filters_are_400(backend: Backend) {
 
 on_both_backends!(
     invalid_titles_are_rejected,
+    titles_follow_the_plans_python_rules,
     invalid_updates_are_rejected_and_change_nothing,
     malformed_bodies_are_400,
     oversized_bodies_are_413,
