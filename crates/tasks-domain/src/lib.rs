@@ -12,8 +12,8 @@ mod values;
 pub use owner::{OwnerId, OwnerIdError};
 pub use task::{NewTask, StatusFilter, StatusFilterError, Task, TaskPatch};
 pub use values::{
-    Description, DescriptionError, INVISIBLE, TITLE_WHITESPACE, TaskId, TaskIdError, Title,
-    TitleError, is_title_whitespace,
+    Description, DescriptionError, INVISIBLE, PYTHON_WHITESPACE, TaskId, TaskIdError, Title,
+    TitleError, is_python_whitespace,
 };
 
 /// The current time, truncated to whole microseconds.

@@ -42,7 +42,7 @@ impl OwnerId {
         if subject.chars().any(char::is_control) {
             return Err(OwnerIdError::ControlCharacters);
         }
-        if subject.chars().all(is_python_space) {
+        if subject.chars().all(crate::is_python_whitespace) {
             return Err(OwnerIdError::OnlyWhitespace);
         }
         Ok(Self(subject.to_owned()))
@@ -52,13 +52,6 @@ impl OwnerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Python's `str.isspace` (the plan's reference behaviour): Unicode
-/// `White_Space` plus the separators U+001C..U+001F, which Rust's
-/// `char::is_whitespace` does not include.
-fn is_python_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 // Owner ids are personal data: keep them out of accidental `{:?}` logging.

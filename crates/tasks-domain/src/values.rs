@@ -48,14 +48,14 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// The characters stripped from both ends of a title: exactly those for which
-/// Python's `str.isspace()` is true, so that a title is trimmed as the plan's
-/// FastAPI app (`str.strip()`) trims it. Rust's `char::is_whitespace` lacks
+/// White space as the plan's Python stack sees it: exactly the characters for
+/// which `str.isspace()` is true. A title is trimmed with it (`str.strip()`),
+/// and a token subject made only of it is refused. Rust's `char::is_whitespace` lacks
 /// U+001C to U+001F (the information separators), which Python strips.
 ///
 /// Inclusive ranges. The database CHECK constraint on titles uses the same set;
 /// change both together.
-pub const TITLE_WHITESPACE: &[(char, char)] = &[
+pub const PYTHON_WHITESPACE: &[(char, char)] = &[
     ('\u{0009}', '\u{000D}'),
     ('\u{001C}', '\u{001F}'),
     ('\u{0020}', '\u{0020}'),
@@ -69,10 +69,10 @@ pub const TITLE_WHITESPACE: &[(char, char)] = &[
     ('\u{3000}', '\u{3000}'),
 ];
 
-/// Whether `c` is in [`TITLE_WHITESPACE`] (Python's `str.isspace()`).
+/// Whether `c` is in [`PYTHON_WHITESPACE`] (Python's `str.isspace()`).
 #[must_use]
-pub fn is_title_whitespace(c: char) -> bool {
-    TITLE_WHITESPACE
+pub fn is_python_whitespace(c: char) -> bool {
+    PYTHON_WHITESPACE
         .iter()
         .any(|&(low, high)| (low..=high).contains(&c))
 }
@@ -113,12 +113,12 @@ impl Title {
     pub const MAX_CHARS: usize = 200;
 
     /// # Errors
-    /// Empty after trimming [`TITLE_WHITESPACE`], only white space and
+    /// Empty after trimming [`PYTHON_WHITESPACE`], only white space and
     /// [`INVISIBLE`] characters, longer than [`Title::MAX_CHARS`], containing
     /// NUL (which PostgreSQL cannot store in `text`) or another control
     /// character than tab and line feed.
     pub fn parse(raw: &str) -> Result<Self, TitleError> {
-        let trimmed = raw.trim_matches(is_title_whitespace);
+        let trimmed = raw.trim_matches(is_python_whitespace);
         if trimmed.is_empty() {
             return Err(TitleError::Empty);
         }
@@ -137,7 +137,7 @@ impl Title {
         }
         if trimmed
             .chars()
-            .all(|c| is_title_whitespace(c) || INVISIBLE.contains(&c))
+            .all(|c| is_python_whitespace(c) || INVISIBLE.contains(&c))
         {
             return Err(TitleError::Invisible);
         }
@@ -294,7 +294,7 @@ mod tests {
         // four information separators U+001C..U+001F.
         for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
             let python = c.is_whitespace() || ('\u{1C}'..='\u{1F}').contains(&c);
-            assert_eq!(is_title_whitespace(c), python, "U+{:04X}", u32::from(c));
+            assert_eq!(is_python_whitespace(c), python, "U+{:04X}", u32::from(c));
         }
     }
 

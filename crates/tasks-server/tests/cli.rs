@@ -467,17 +467,11 @@ fn session_mode_logs_never_contain_session_tokens() {
         tokio::spawn(conn);
         client
             .batch_execute(&format!(
-                r#"CREATE TABLE "user" ("id" text PRIMARY KEY, "name" text NOT NULL, "email" text NOT NULL UNIQUE,
-                       "emailVerified" boolean NOT NULL, "image" text,
-                       "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
-                       "updatedAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL);
-                   CREATE TABLE "session" ("id" text PRIMARY KEY, "expiresAt" timestamptz NOT NULL,
-                       "token" text NOT NULL UNIQUE, "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
-                       "updatedAt" timestamptz NOT NULL, "ipAddress" text, "userAgent" text,
-                       "userId" text NOT NULL REFERENCES "user" ("id") ON DELETE CASCADE);
+                r#"{schema}
                    INSERT INTO "user" VALUES ('canary-user', 'n', 'c@example.com', false, NULL, now(), now());
                    INSERT INTO "session" ("id", "expiresAt", "token", "updatedAt", "userId")
-                       VALUES ('s1', now() + interval '1 hour', '{session_token}', now(), 'canary-user');"#
+                       VALUES ('s1', now() + interval '1 hour', '{session_token}', now(), 'canary-user');"#,
+                schema = helpers::BETTER_AUTH_SCHEMA
             ))
             .await
             .unwrap();

@@ -31,6 +31,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Better Auth's `user` and `session` tables as better-auth 1.7's
+/// `getMigrations` creates them on PostgreSQL (camelCase, quoted).
+pub const BETTER_AUTH_SCHEMA: &str = r#"
+    CREATE TABLE "user" ("id" text PRIMARY KEY, "name" text NOT NULL, "email" text NOT NULL UNIQUE,
+        "emailVerified" boolean NOT NULL, "image" text,
+        "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
+        "updatedAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL);
+    CREATE TABLE "session" ("id" text PRIMARY KEY, "expiresAt" timestamptz NOT NULL,
+        "token" text NOT NULL UNIQUE, "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
+        "updatedAt" timestamptz NOT NULL, "ipAddress" text, "userAgent" text,
+        "userId" text NOT NULL REFERENCES "user" ("id") ON DELETE CASCADE);"#;
+
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,16 +23,7 @@ async fn better_auth_database(backend: Backend, users: &[(&str, &str)]) -> (Test
         .unwrap();
     tokio::spawn(conn);
     client
-        .batch_execute(
-            r#"CREATE TABLE "user" ("id" text PRIMARY KEY, "name" text NOT NULL, "email" text NOT NULL UNIQUE,
-                   "emailVerified" boolean NOT NULL, "image" text,
-                   "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
-                   "updatedAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL);
-               CREATE TABLE "session" ("id" text PRIMARY KEY, "expiresAt" timestamptz NOT NULL,
-                   "token" text NOT NULL UNIQUE, "createdAt" timestamptz DEFAULT CURRENT_TIMESTAMP NOT NULL,
-                   "updatedAt" timestamptz NOT NULL, "ipAddress" text, "userAgent" text,
-                   "userId" text NOT NULL REFERENCES "user" ("id") ON DELETE CASCADE);"#,
-        )
+        .batch_execute(crate::helpers::BETTER_AUTH_SCHEMA)
         .await
         .unwrap();
     for (i, (user, token)) in users.iter().enumerate() {
