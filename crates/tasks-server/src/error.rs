@@ -30,8 +30,13 @@ pub struct ErrorBody {
 pub enum ApiError {
     #[error("{0}")]
     Validation(String),
-    #[error("{0}")]
-    Unauthorized(String),
+    /// No usable `Authorization: Bearer` header: the challenge is a plain
+    /// `Bearer`.
+    #[error("Missing bearer token: {0}")]
+    MissingToken(&'static str),
+    /// A token was sent and refused: `Bearer error="invalid_token"`.
+    #[error("Invalid token: {0}")]
+    InvalidToken(String),
     #[error("Task not found")]
     TaskNotFound,
     #[error("{0}")]
@@ -56,7 +61,7 @@ impl ApiError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Validation(_) => "validation_error",
-            Self::Unauthorized(_) => "authentication_error",
+            Self::MissingToken(_) | Self::InvalidToken(_) => "authentication_error",
             Self::TaskNotFound | Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TaskLimitReached(_) => "task_limit_reached",
@@ -108,7 +113,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
@@ -144,15 +149,16 @@ impl ResponseError for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
-        if let Self::Unauthorized(reason) = self {
-            let challenge = if reason.starts_with("Missing") {
-                HeaderValue::from_static("Bearer")
-            } else {
-                HeaderValue::from_static("Bearer error=\"invalid_token\"")
-            };
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
+        let challenge = match self {
+            Self::MissingToken(_) => Some("Bearer"),
+            Self::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }
@@ -170,7 +176,7 @@ impl From<RepoError> for ApiError {
 impl From<VerifyError> for ApiError {
     fn from(err: VerifyError) -> Self {
         match err {
-            VerifyError::Rejected(reason) => Self::Unauthorized(format!("Invalid token: {reason}")),
+            VerifyError::Rejected(reason) => Self::InvalidToken(reason),
             VerifyError::Unavailable(e) => Self::Unavailable(e),
         }
     }

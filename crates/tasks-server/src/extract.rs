@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tasks_domain::{OwnerId, TaskId};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The authenticated caller: the owner id proven by the bearer token. Handlers
 /// get the user id from here and from nowhere else.
@@ -41,28 +41,26 @@ impl FromRequest for Caller {
 
 fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     let mut values = req.headers().get_all(header::AUTHORIZATION);
-    let value = values.next().ok_or_else(|| {
-        ApiError::Unauthorized("Missing bearer token: send Authorization: Bearer <token>".into())
-    })?;
+    let value = values
+        .next()
+        .ok_or_else(|| ApiError::MissingToken("send Authorization: Bearer <token>"))?;
     if values.next().is_some() {
-        return Err(ApiError::Unauthorized(
-            "Invalid token: more than one Authorization header".into(),
+        return Err(ApiError::InvalidToken(
+            "more than one Authorization header".into(),
         ));
     }
-    let value = value.to_str().map_err(|_| {
-        ApiError::Unauthorized("Invalid token: Authorization header is not ASCII".into())
-    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("Authorization header is not ASCII".into()))?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized(
-            "Missing bearer token: the Authorization scheme must be Bearer".into(),
+        return Err(ApiError::MissingToken(
+            "the Authorization scheme must be Bearer",
         ));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(ApiError::Unauthorized(
-            "Missing bearer token: the token is empty".into(),
-        ));
+        return Err(ApiError::MissingToken("the token is empty"));
     }
     Ok(token)
 }

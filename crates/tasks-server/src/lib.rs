@@ -13,6 +13,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 
 pub use settings::Settings;

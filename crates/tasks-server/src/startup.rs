@@ -8,30 +8,21 @@ use std::time::{Duration, Instant};
 use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::{App, HttpResponse, HttpServer, middleware::from_fn, web};
+use actix_web::{App, HttpServer, middleware::from_fn, web};
 use anyhow::Context as _;
 use tasks_auth::AuthConfig;
-use tasks_ports::{TaskRepository, TokenVerifier};
+use tasks_ports::TokenVerifier;
 use tasks_store::{DieselTaskStore, run_migrations};
-use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
+use utoipa_actix_web::AppExt as _;
 
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, BodyTimeout};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
 use crate::ratelimit::RateLimiter;
-use crate::routes::{health, tasks};
+use crate::routes;
 use crate::settings::Settings;
-
-/// What every handler can reach: the two ports, nothing else.
-pub struct AppState {
-    pub repo: Arc<dyn TaskRepository>,
-    pub verifier: Arc<dyn TokenVerifier>,
-    /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
-    pub rate_limiter: Option<Arc<RateLimiter>>,
-    /// Most tasks one user may hold.
-    pub max_tasks_per_user: u32,
-}
+use crate::state::AppState;
 
 /// A built, bound, not yet running service.
 pub struct Application {
@@ -98,7 +89,7 @@ impl Application {
         let write_timeout = settings.client_write_timeout;
         let body_timeout = BodyTimeout(settings.client_body_timeout);
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(state.clone())
                 .app_data(limit)
                 .app_data(body_timeout)
@@ -107,7 +98,10 @@ impl Application {
                 }))
                 .wrap(cors(&origins))
                 .wrap(from_fn(request_context))
-                .configure(|cfg| routes(cfg, production))
+                .into_utoipa_app()
+                .openapi(openapi::base());
+            let (app, document) = routes::register(app).split_for_parts();
+            app.configure(|cfg| routes::docs(cfg, document, production))
         })
         .on_connect(move |connection, _| limit_unread_time(connection, write_timeout))
         .listen(listener)?
@@ -138,47 +132,6 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
-}
-
-/// `production` turns off Swagger UI's token persistence: in development a
-/// token pasted into /docs survives a reload (localStorage); in production a
-/// token is never written to the browser's storage.
-fn routes(cfg: &mut web::ServiceConfig, production: bool) {
-    cfg.service(
-        web::resource(["/api/tasks", "/api/tasks/"])
-            .route(web::get().to(tasks::list_tasks))
-            .route(web::post().to(tasks::create_task)),
-    )
-    .service(
-        web::resource(["/api/tasks/{id}", "/api/tasks/{id}/"])
-            .route(web::get().to(tasks::get_task))
-            .route(web::put().to(tasks::update_task))
-            .route(web::delete().to(tasks::delete_task)),
-    )
-    .service(
-        web::resource(["/api/tasks/{id}/complete", "/api/tasks/{id}/complete/"])
-            .route(web::patch().to(tasks::toggle_task)),
-    )
-    .service(web::resource("/health").route(web::get().to(health::health)))
-    .service(web::resource("/ready").route(web::get().to(health::ready)))
-    .service(web::resource("/docs").route(web::get().to(|| async {
-        HttpResponse::PermanentRedirect()
-            .insert_header((header::LOCATION, "/docs/"))
-            .finish()
-    })))
-    .service(
-        SwaggerUi::new("/docs/{_:.*}")
-            .url("/openapi.json", openapi::document())
-            .config(
-                SwaggerConfig::new(["/openapi.json"])
-                    .validator_url("none")
-                    .persist_authorization(!production)
-                    .try_it_out_enabled(true),
-            ),
-    )
-    .default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::NotFound("Not found".into()))
-    }));
 }
 
 /// Disconnects a client that reads nothing for `timeout`.

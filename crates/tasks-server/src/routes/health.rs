@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use crate::dto::HealthResponse;
 use crate::error::{ErrorBody, envelope};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process is up and serving HTTP.
 #[utoipa::path(

@@ -8,7 +8,8 @@ use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, JsonBody, TaskIdPath};
 use crate::routes::listing::{self, owned};
-use crate::startup::AppState;
+use crate::routes::responses::{AuthenticatedErrors, BodyTooLarge, TaskNotFound};
+use crate::state::AppState;
 
 fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
     let task = task.ok_or(ApiError::TaskNotFound)?;
@@ -25,12 +26,7 @@ fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError>
     responses(
         (status = 200, description = "The caller's tasks, newest first (descending id)", body = [TaskResponse]),
         (status = 400, description = "Invalid `status` filter", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
-        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
-        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        AuthenticatedErrors,
     )
 )]
 pub async fn list_tasks(
@@ -54,14 +50,9 @@ pub async fn list_tasks(
         (status = 201, description = "Created", body = TaskResponse,
             headers(("Location" = String, description = "`/api/tasks/{id}` of the new task"))),
         (status = 400, description = "Invalid body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
-        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
         (status = 409, description = "The caller already holds `MAX_TASKS_PER_USER` tasks (`task_limit_reached`); nothing was stored", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        BodyTooLarge,
+        AuthenticatedErrors,
     )
 )]
 pub async fn create_task(
@@ -92,13 +83,8 @@ pub async fn create_task(
     responses(
         (status = 200, description = "The task", body = TaskResponse),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
-        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
-        (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        TaskNotFound,
+        AuthenticatedErrors,
     )
 )]
 pub async fn get_task(
@@ -120,14 +106,9 @@ pub async fn get_task(
     responses(
         (status = 200, description = "The updated task", body = TaskResponse),
         (status = 400, description = "Invalid id or body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
-        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
-        (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        TaskNotFound,
+        BodyTooLarge,
+        AuthenticatedErrors,
     )
 )]
 pub async fn update_task(
@@ -150,13 +131,8 @@ pub async fn update_task(
     responses(
         (status = 204, description = "Deleted; empty body"),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
-        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
-        (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        TaskNotFound,
+        AuthenticatedErrors,
     )
 )]
 pub async fn delete_task(
@@ -181,13 +157,8 @@ pub async fn delete_task(
     responses(
         (status = 200, description = "The task with `completed` flipped", body = TaskResponse),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))),
-        (status = 429, description = "Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))),
-        (status = 404, description = "No such task for this caller", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        TaskNotFound,
+        AuthenticatedErrors,
     )
 )]
 pub async fn toggle_task(

@@ -1,0 +1,42 @@
+//! Error responses shared by several operations, documented once. Each
+//! variant is the envelope (`ErrorBody`) with the status and headers the
+//! service really sends.
+
+use utoipa::IntoResponses;
+
+use crate::error::ErrorBody;
+
+/// What any operation that needs a token may answer besides its own
+/// results.
+#[derive(IntoResponses)]
+pub enum AuthenticatedErrors {
+    /// Missing or invalid bearer token
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` for a bad token"))
+    )]
+    Unauthorized(ErrorBody),
+    /// Per-user rate limit exceeded (only when RATE_LIMIT_PER_MINUTE is set)
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u32, description = "Seconds until a request will be accepted"))
+    )]
+    RateLimited(ErrorBody),
+    /// Database unavailable; retry after `Retry-After` seconds
+    #[response(
+        status = 503,
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// No such task for this caller (also a task of another user: the two are
+/// indistinguishable).
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such task for this caller")]
+pub struct TaskNotFound(pub ErrorBody);
+
+/// A request body over `MAX_BODY_BYTES`.
+#[derive(IntoResponses)]
+#[response(status = 413, description = "Body too large")]
+pub struct BodyTooLarge(pub ErrorBody);

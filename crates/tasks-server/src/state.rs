@@ -1,0 +1,18 @@
+//! What every handler can reach. A leaf module: handlers and extractors
+//! depend on it, and it depends on nothing of theirs.
+
+use std::sync::Arc;
+
+use tasks_ports::{TaskRepository, TokenVerifier};
+
+use crate::ratelimit::RateLimiter;
+
+/// The two ports and the per-request limits, nothing else.
+pub struct AppState {
+    pub repo: Arc<dyn TaskRepository>,
+    pub verifier: Arc<dyn TokenVerifier>,
+    /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Most tasks one user may hold.
+    pub max_tasks_per_user: u32,
+}
