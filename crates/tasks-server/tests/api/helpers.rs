@@ -1,7 +1,10 @@
 //! Test harness: a fresh database per test, the real app on a free port, one
 //! helper per endpoint.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this file uses a different part of it"
+)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +14,7 @@ use std::time::Duration;
 use reqwest::{Method, Response};
 use serde_json::Value;
 use tasks_server::{Application, Settings};
+use tracing_subscriber::EnvFilter;
 
 /// The six task operations, as (method, path) with a path id of 1.
 pub const ENDPOINTS: [(&str, &str); 6] = [
@@ -88,7 +92,9 @@ macro_rules! on_both_backends {
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
-static CLEANUP: Once = Once::new();
+/// Databases of dead test processes are swept once per process, by the
+/// first test that creates a database.
+static STALE_SWEEP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -121,6 +127,27 @@ pub async fn admin() -> tokio_postgres::Client {
     client
 }
 
+/// `TEST_LOG=debug cargo test ...` (any tracing filter; `1` means `info`)
+/// sends the in-process server's log to the test output, so a failing test
+/// can show what the server did. Off by default: tests stay quiet.
+pub fn init_test_log() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let filter = if filter == "1" {
+            "info".to_owned()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// A database that is dropped when the guard is.
 pub enum TestDb {
     Postgres { name: String },
@@ -134,7 +161,9 @@ impl TestDb {
         match backend {
             Backend::Postgres | Backend::PgBouncer => {
                 let client = admin().await;
-                drop_stale_databases(&client).await;
+                STALE_SWEEP
+                    .get_or_init(|| drop_stale_databases(&client))
+                    .await;
                 let name = format!("tasks_t_{pid}_{n}");
                 client
                     .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -176,7 +205,6 @@ async fn drop_stale_databases(client: &tokio_postgres::Client) {
             stale.push(name);
         }
     }
-    CLEANUP.call_once(|| {});
     for name in stale {
         let _ = client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -246,6 +274,7 @@ impl TestApp {
         url: &str,
         extra: &[(&str, &str)],
     ) -> Self {
+        init_test_log();
         let mut pairs: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", url),
             ("JWT_SECRET", SECRET),
@@ -406,18 +435,8 @@ pub fn now() -> i64 {
 
 /// Base64url without padding, as in JWTs.
 pub fn b64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A JSON value as a base64url JWT segment.
