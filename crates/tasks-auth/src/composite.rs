@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use secrecy::{ExposeSecret as _, SecretString};
 use tasks_domain::OwnerId;
 use tasks_ports::{TokenVerifier, VerifyError};
 
@@ -24,16 +25,16 @@ pub struct AuthConfig {
     /// of `better_auth_url` (else of `jwks_url`), as Better Auth sets them.
     pub rules: ClaimRules,
     /// Shared secret for HS256 JWTs (`JWT_SECRET`).
-    pub hs256_secret: Option<String>,
+    pub hs256_secret: Option<SecretString>,
     /// Better Auth's base URL (`BETTER_AUTH_URL`); turns JWKS verification on.
     pub better_auth_url: Option<String>,
     /// JWKS location (`JWKS_URL`); default `{better_auth_url}/api/auth/jwks`.
     pub jwks_url: Option<String>,
     /// `BETTER_AUTH_SECRET`, to check signed session tokens.
-    pub better_auth_secret: Option<String>,
+    pub better_auth_secret: Option<SecretString>,
     /// Better Auth's database (`BETTER_AUTH_DATABASE_URL`); turns session
     /// token checks on.
-    pub session_database_url: Option<String>,
+    pub session_database_url: Option<SecretString>,
     /// `SESSION_CACHE_TTL_SECS`.
     pub session_cache_ttl: Duration,
     /// `SESSION_NEGATIVE_CACHE_TTL_SECS`: how long an unknown or expired
@@ -73,20 +74,18 @@ impl Default for AuthConfig {
     }
 }
 
+/// Written by hand only for the two public URLs, shown without a password
+/// (`redact_url`); the secrets print as `secrecy`'s `[REDACTED]`.
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |s: &Option<String>| s.as_ref().map(|_| "***");
         let url = |s: &Option<String>| s.as_deref().map(tasks_pg::redact_url);
         f.debug_struct("AuthConfig")
             .field("rules", &self.rules)
-            .field("hs256_secret", &redacted(&self.hs256_secret))
+            .field("hs256_secret", &self.hs256_secret)
             .field("better_auth_url", &url(&self.better_auth_url))
             .field("jwks_url", &url(&self.jwks_url))
-            .field("better_auth_secret", &redacted(&self.better_auth_secret))
-            .field(
-                "session_database_url",
-                &redacted(&self.session_database_url),
-            )
+            .field("better_auth_secret", &self.better_auth_secret)
+            .field("session_database_url", &self.session_database_url)
             .field("session_cache_ttl", &self.session_cache_ttl)
             .field(
                 "session_negative_cache_ttl",
@@ -138,8 +137,11 @@ impl AuthConfig {
     pub fn session(&self) -> Option<SessionConfig> {
         let url = self.session_database_url.as_ref()?;
         Some(SessionConfig {
-            database_url: url.clone(),
-            secret: self.better_auth_secret.clone(),
+            database_url: url.expose_secret().to_owned(),
+            secret: self
+                .better_auth_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned()),
             pool_size: self.session_pool_size,
             connect_timeout: self.session_connect_timeout,
             query_timeout: self.session_query_timeout,
@@ -160,7 +162,7 @@ pub fn build_verifier(config: &AuthConfig) -> anyhow::Result<Arc<dyn TokenVerifi
     let hs256 = config
         .hs256_secret
         .as_ref()
-        .map(|s| Hs256Verifier::new(s.as_bytes(), &config.rules));
+        .map(|s| Hs256Verifier::new(s.expose_secret().as_bytes(), &config.rules));
     let jwks = config.jwks()?.map(JwksVerifier::new).transpose()?;
     let session = config
         .session()

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
 
 // Opt-in (`--features mimalloc`): glibc's malloc/free were a fifth of the
 // CPU profile of a list under load; mimalloc gave about 7% more list
@@ -116,14 +117,15 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             tasks_domain::OwnerId::parse(&user_id)
                 .map_err(|e| anyhow::anyhow!("USER_ID is not acceptable: {e}"))?;
             settings.ensure_auth()?;
-            let secret = settings.auth.hs256_secret.as_ref().ok_or_else(|| {
+            let auth = &settings.auth.config;
+            let secret = auth.hs256_secret.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("`token` needs a shared secret: set JWT_SECRET (tokens from BETTER_AUTH_URL come from Better Auth itself)")
             })?;
             let token = tasks_auth::issue_hs256(
-                secret.expose().as_bytes(),
+                secret.expose_secret().as_bytes(),
                 &user_id,
                 ttl,
-                &settings.auth.rules,
+                &auth.rules,
             )?;
             println!("{token}");
             Ok(())

@@ -210,9 +210,11 @@ async fn migrate_with_retry(settings: &Settings) -> anyhow::Result<()> {
 }
 
 fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    use secrecy::ExposeSecret as _;
     let auth = &settings.auth;
-    if let Some(secret) = &auth.hs256_secret
-        && secret.expose().len() < 32
+    let config = &auth.config;
+    if let Some(secret) = &config.hs256_secret
+        && secret.expose_secret().len() < 32
         && !auth.development_secret
     {
         // Production refuses this in settings; development only warns.
@@ -220,33 +222,17 @@ fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>>
             "JWT_SECRET is shorter than 32 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
         );
     }
-    let expose = |s: &Option<crate::settings::Secret>| s.as_ref().map(|s| s.expose().to_owned());
-    let config = AuthConfig {
-        rules: auth.rules.clone(),
-        hs256_secret: expose(&auth.hs256_secret),
-        better_auth_url: auth.better_auth_url.clone(),
-        jwks_url: auth.jwks_url.clone(),
-        better_auth_secret: expose(&auth.better_auth_secret),
-        session_database_url: expose(&auth.session_database_url),
-        session_cache_ttl: auth.session_cache_ttl,
-        session_negative_cache_ttl: auth.session_negative_cache_ttl,
-        session_pool_size: auth.session_pool_size,
-        session_connect_timeout: settings.store.connect_timeout,
-        session_query_timeout: settings.store.query_timeout,
-        jwks_refresh_cooldown: auth.jwks_refresh_cooldown,
-        token_cache_size: auth.token_cache_size,
-        ..AuthConfig::default()
-    };
-    let verifier = tasks_auth::build_verifier(&config).context("configuring token verification")?;
-    log_verifiers(settings, &config)?;
+    let verifier = tasks_auth::build_verifier(config).context("configuring token verification")?;
+    log_verifiers(settings, config)?;
     Ok(verifier)
 }
 
 /// One line at start-up saying which verifiers are active and why, with
 /// every URL redacted.
 fn log_verifiers(settings: &Settings, config: &AuthConfig) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret as _;
     let auth = &settings.auth;
-    let hs256 = match (&auth.hs256_secret, auth.development_secret) {
+    let hs256 = match (&config.hs256_secret, auth.development_secret) {
         (Some(_), true) => "on: the generated development secret".to_owned(),
         (Some(_), false) => format!("on: {}", auth.hs256_reason),
         (None, _) => format!("off: {}", auth.hs256_reason),
@@ -255,17 +241,17 @@ fn log_verifiers(settings: &Settings, config: &AuthConfig) -> anyhow::Result<()>
         Some(j) => format!("on: {}", tasks_store::redact_url(&j.url)),
         None => "off: no BETTER_AUTH_URL or JWKS_URL".to_owned(),
     };
-    let sessions = match &auth.session_database_url {
+    let sessions = match &config.session_database_url {
         Some(url) => format!(
             "on: {} (pool {}, cache {} s, negative cache {} s)",
-            tasks_store::redact_url(url.expose()),
-            auth.session_pool_size,
-            auth.session_cache_ttl.as_secs(),
-            auth.session_negative_cache_ttl.as_secs()
+            tasks_store::redact_url(url.expose_secret()),
+            config.session_pool_size,
+            config.session_cache_ttl.as_secs(),
+            config.session_negative_cache_ttl.as_secs()
         ),
         None => "off: no BETTER_AUTH_DATABASE_URL".to_owned(),
     };
-    let rules = &auth.rules;
+    let rules = &config.rules;
     tracing::info!(
         hs256 = %hs256,
         jwks = %jwks,

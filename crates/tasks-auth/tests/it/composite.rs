@@ -21,7 +21,7 @@ fn rejected(r: Result<tasks_domain::OwnerId, VerifyError>) -> String {
 fn config(server: &JwksServer) -> AuthConfig {
     AuthConfig {
         better_auth_url: Some(server.origin.clone()),
-        hs256_secret: Some(HS_SECRET.to_owned()),
+        hs256_secret: Some(HS_SECRET.into()),
         jwks_refresh_cooldown: Duration::ZERO,
         ..AuthConfig::default()
     }
@@ -91,7 +91,7 @@ async fn hs256_signed_with_the_public_key_is_rejected_by_the_hs_route() {
 async fn asymmetric_token_without_jwks_configured_is_rejected() {
     let key = TestKey::eddsa_a();
     let v = build_verifier(&AuthConfig {
-        hs256_secret: Some(HS_SECRET.to_owned()),
+        hs256_secret: Some(HS_SECRET.into()),
         ..AuthConfig::default()
     })
     .unwrap();
@@ -102,7 +102,7 @@ async fn asymmetric_token_without_jwks_configured_is_rejected() {
 #[tokio::test]
 async fn opaque_token_without_sessions_configured_is_rejected() {
     let v = build_verifier(&AuthConfig {
-        hs256_secret: Some(HS_SECRET.to_owned()),
+        hs256_secret: Some(HS_SECRET.into()),
         ..AuthConfig::default()
     })
     .unwrap();
