@@ -1,0 +1,7 @@
+import { clientConfig } from "@/lib/settings";
+
+export const dynamic = "force-dynamic";
+
+export function GET() {
+  return Response.json(clientConfig());
+}
