@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust workspace tests (unit, HTTP on
 # PostgreSQL / SQLite / PgBouncer, property, crash, CLI), the Better Auth +
-# browser interop tests and schema fuzzing (schemathesis). This is the
+# browser interop tests, a real Next.js frontend in Chromium, and schema
+# fuzzing (schemathesis). This is the
 # README's test command, and .ci/run runs exactly this script.
 #
 # Needs: a Rust toolchain, a PostgreSQL server (TEST_DATABASE_URL, default
@@ -48,6 +49,11 @@ cargo test --workspace --locked
 # the tests above built.
 cargo build --locked -p tasks-server
 TASKS_BIN=target/debug/tasks-server bash tests/interop/better-auth/run.sh
+
+# A real Next.js (App Router) + Better Auth frontend, built once and driven in
+# Chromium against the service in each auth mode the frontends of this design
+# use (tests/frontend/run.sh; npm registry only, no other download).
+TASKS_BIN=target/debug/tasks-server bash tests/frontend/run.sh
 
 # Schema fuzzing of every operation with schemathesis (PyPI), a fixed seed so
 # CI is reproducible (set SCHEMATHESIS_SEED to explore others).
