@@ -150,6 +150,16 @@ pub(crate) enum Backend {
     Sqlite(Pool<SqliteConn>),
 }
 
+impl Backend {
+    /// The backend's name, for the `backend` field of the query spans.
+    pub(crate) const fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres { .. } => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
 /// After the database reports a full disk, `/ready` fails for this long
 /// (every further failed write extends it), so a load balancer steers
 /// traffic away; it then recovers by itself once writes succeed again.
