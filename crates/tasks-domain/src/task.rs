@@ -22,31 +22,6 @@ impl Task {
     pub fn is_visible_to(&self, caller: &OwnerId) -> bool {
         &self.owner == caller
     }
-
-    /// The task after `patch`, as of `now`. Stores apply patches in SQL; this
-    /// is the same rule in memory, used by models and tests.
-    #[must_use]
-    pub fn patched(mut self, patch: TaskPatch, now: DateTime<Utc>) -> Self {
-        if let Some(title) = patch.title {
-            self.title = title;
-        }
-        if let Some(description) = patch.description {
-            self.description = description;
-        }
-        if let Some(completed) = patch.completed {
-            self.completed = completed;
-        }
-        self.updated_at = now;
-        self
-    }
-
-    /// The task after a completion toggle, as of `now`.
-    #[must_use]
-    pub fn toggled(mut self, now: DateTime<Utc>) -> Self {
-        self.completed = !self.completed;
-        self.updated_at = now;
-        self
-    }
 }
 
 /// What a client may supply to create a task. The id, owner, completion state
@@ -103,11 +78,6 @@ impl StatusFilter {
             Self::Active => Some(false),
         }
     }
-
-    #[must_use]
-    pub fn admits(self, task: &Task) -> bool {
-        self.completed().is_none_or(|c| c == task.completed)
-    }
 }
 
 #[cfg(test)]
@@ -137,44 +107,6 @@ mod tests {
     }
 
     #[test]
-    fn empty_patch_changes_only_updated_at() {
-        let t = task("a");
-        let later = t.created_at + chrono::TimeDelta::seconds(5);
-        let p = t.clone().patched(TaskPatch::default(), later);
-        assert_eq!(p.title, t.title);
-        assert_eq!(p.description, t.description);
-        assert_eq!(p.completed, t.completed);
-        assert_eq!(p.created_at, t.created_at);
-        assert_eq!(p.updated_at, later);
-    }
-
-    #[test]
-    fn patch_can_clear_description_and_set_fields() {
-        let t = task("a");
-        let now = t.created_at;
-        let p = t.patched(
-            TaskPatch {
-                title: Some(Title::parse("new").unwrap()),
-                description: Some(None),
-                completed: Some(true),
-            },
-            now,
-        );
-        assert_eq!(p.title.as_str(), "new");
-        assert_eq!(p.description, None);
-        assert!(p.completed);
-    }
-
-    #[test]
-    fn toggle_twice_is_identity_on_completed() {
-        let t = task("a");
-        let now = t.created_at;
-        let twice = t.clone().toggled(now).toggled(now);
-        assert_eq!(twice.completed, t.completed);
-        assert!(t.toggled(now).completed);
-    }
-
-    #[test]
     fn status_filter_parsing() {
         assert_eq!(StatusFilter::parse(None), Ok(StatusFilter::All));
         assert_eq!(
@@ -188,16 +120,5 @@ mod tests {
         for bad in ["", "done", "Completed", "ACTIVE", "all", " active"] {
             assert_eq!(StatusFilter::parse(Some(bad)), Err(StatusFilterError));
         }
-    }
-
-    #[test]
-    fn status_filter_admits() {
-        let mut t = task("a");
-        assert!(StatusFilter::All.admits(&t));
-        assert!(StatusFilter::Active.admits(&t));
-        assert!(!StatusFilter::Completed.admits(&t));
-        t.completed = true;
-        assert!(StatusFilter::Completed.admits(&t));
-        assert!(!StatusFilter::Active.admits(&t));
     }
 }

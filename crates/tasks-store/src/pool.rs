@@ -1,0 +1,373 @@
+//! The pool machinery: the two backends' connection pools, the `with_conn!`
+//! macro that runs one query body against either, the query timeout with its
+//! server-side cancel, and the disk-full bookkeeping behind `/ready`.
+//!
+//! Nothing here knows what a task is; the queries are in `lib.rs`.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt as _;
+use tasks_ports::RepoError;
+
+use crate::errors::{breaks_connection, is_disk_full, query_error};
+use crate::{DatabaseLocation, StoreConfig, pg};
+
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Runs `$body` with `$conn` bound to a pooled connection and `tasks` bound
+/// to the matching table module, under the store's query timeout.
+///
+/// `with_conn!(@pg ...)` and `with_conn!(@sqlite ...)` run a body written for
+/// one backend only, for the few statements whose SQL differs.
+///
+/// Its own paths are absolute (`$crate::...`), so a caller imports only what
+/// its body names: the queries in `lib.rs` read as queries.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::pool::Backend::Postgres { pool, tls } => {
+                $crate::pool::with_conn!(@pg $store, pool, tls, |$conn| $body)
+            }
+            $crate::pool::Backend::Sqlite(pool) => {
+                $crate::pool::with_conn!(@sqlite $store, pool, |$conn| $body)
+            }
+        }
+    };
+    (@pg $store:expr, $pool:ident, $tls:ident, |$conn:ident| $body:expr) => {{
+                let (pool, tls) = ($pool, $tls);
+                #[allow(unused_imports, reason = "a body of raw SQL does not name the table")]
+                use $crate::schema::pg::tasks;
+                let mut object = pool.get().await.map_err($crate::errors::pool_error)?;
+                let cancel = (object.cancel_token(), tls.clone());
+                let outcome = {
+                    let conn: &mut diesel_async::AsyncPgConnection = &mut object;
+                    let query = async {
+                        if $store.prepared_statements {
+                            let $conn = conn;
+                            $body
+                        } else {
+                            // Behind a transaction-pooling PgBouncer, prepare,
+                            // execute and close must reach the same server, and
+                            // session settings do not stick: one explicit
+                            // transaction pins a server and carries the
+                            // server-side timeouts, in the round trip that
+                            // opens it.
+                            diesel_async::SimpleAsyncConnection::batch_execute(conn, &$store.begin_pinned)
+                                .await?;
+                            let result = {
+                                let $conn = &mut *conn;
+                                $body
+                            };
+                            match result {
+                                Ok(value) => {
+                                    diesel_async::SimpleAsyncConnection::batch_execute(conn, "COMMIT")
+                                        .await
+                                        .map(|()| value)
+                                }
+                                Err(err) => {
+                                    let _ = diesel_async::SimpleAsyncConnection::batch_execute(conn, "ROLLBACK")
+                                        .await;
+                                    Err(err)
+                                }
+                            }
+                        }
+                    };
+                    $crate::pool::timed(query, $store.query_timeout, Some(cancel)).await
+                };
+                $store.finish(object, outcome)
+    }};
+    (@sqlite $store:expr, $pool:ident, |$conn:ident| $body:expr) => {{
+                let pool = $pool;
+                #[allow(unused_imports, reason = "a body of raw SQL does not name the table")]
+                use $crate::schema::sqlite::tasks;
+                let mut object = pool.get().await.map_err($crate::errors::pool_error)?;
+                let outcome = {
+                    let $conn: &mut $crate::pool::SqliteConn = &mut object;
+                    $crate::pool::timed(async { $body }, $store.query_timeout, None).await
+                };
+                $store.finish(object, outcome)
+    }};
+}
+pub(crate) use with_conn;
+
+/// How a timed query ended.
+pub(crate) enum Outcome<T> {
+    Done(QueryResult<T>),
+    /// It ran out of time. `settled` says whether it then ended (after the
+    /// server was asked to cancel it), leaving the connection idle.
+    TimedOut {
+        settled: bool,
+    },
+}
+
+/// How long a timed-out query gets to report its cancellation.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `query` for at most `timeout`. On PostgreSQL a query that runs out
+/// of time is cancelled on the server (a dropped connection alone leaves the
+/// backend running, for instance waiting on a lock, while the pool opens a
+/// new one: backends pile up until `max_connections` refuses everyone), and
+/// is then given a moment to end, so that its connection can be reused
+/// rather than replaced.
+pub(crate) async fn timed<T>(
+    query: impl Future<Output = QueryResult<T>>,
+    timeout: Duration,
+    cancel: Option<(tokio_postgres::CancelToken, tasks_pg::MakeRustlsConnect)>,
+) -> Outcome<T> {
+    let mut query = std::pin::pin!(query);
+    if let Ok(result) = tokio::time::timeout(timeout, &mut query).await {
+        return Outcome::Done(result);
+    }
+    let Some((token, tls)) = cancel else {
+        return Outcome::TimedOut { settled: false };
+    };
+    match tokio::time::timeout(CANCEL_GRACE, token.cancel_query(tls)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not cancel a timed-out query"),
+        Err(_) => tracing::warn!("cancelling a timed-out query timed out"),
+    }
+    let settled = tokio::time::timeout(CANCEL_GRACE, &mut query).await.is_ok();
+    Outcome::TimedOut { settled }
+}
+
+pub(crate) enum Backend {
+    Postgres {
+        pool: Pool<AsyncPgConnection>,
+        /// For cancel requests, which open a connection of their own.
+        tls: tasks_pg::MakeRustlsConnect,
+    },
+    Sqlite(Pool<SqliteConn>),
+}
+
+impl Backend {
+    /// The backend's name, for the `backend` field of the query spans.
+    pub(crate) const fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres { .. } => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// After the database reports a full disk, `/ready` fails for this long
+/// (every further failed write extends it), so a load balancer steers
+/// traffic away; it then recovers by itself once writes succeed again.
+pub(crate) const DISK_FULL_WINDOW: Duration = Duration::from_secs(30);
+
+/// The Diesel implementation of [`TaskRepository`].
+pub struct DieselTaskStore {
+    pub(crate) backend: Backend,
+    pub(crate) query_timeout: Duration,
+    pub(crate) prepared_statements: bool,
+    /// `BEGIN` plus the server-side timeouts, for transaction-pooled mode.
+    pub(crate) begin_pinned: String,
+    /// When a write last failed for lack of disk space.
+    disk_full_at: Mutex<Option<Instant>>,
+}
+
+impl DieselTaskStore {
+    /// Builds the connection pool. No connection is opened yet, so the service
+    /// can start while the database is still coming up.
+    ///
+    /// # Errors
+    /// The configuration is invalid (for example an unparseable URL).
+    pub fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
+        let timeouts = deadpool::managed::Timeouts {
+            wait: Some(config.connect_timeout),
+            create: Some(config.connect_timeout),
+            recycle: Some(config.connect_timeout),
+        };
+        let backend = match &config.location {
+            DatabaseLocation::Postgres(url) => {
+                let connector = pg::PgConnector::new(url, config.connect_timeout)?;
+                let tls = connector.tls();
+                let prepared = config.prepared_statements;
+                let session_timeouts = server_timeouts("SET", config.query_timeout);
+                let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+                // A checkout checks that the socket is open and no transaction
+                // is left over, without a `SELECT 1` round trip per request;
+                // connections that fail mid-query are discarded in `finish`.
+                manager_config.recycling_method = RecyclingMethod::Fast;
+                manager_config.custom_setup = Box::new(move |_url| {
+                    let connector = connector.clone();
+                    let session_timeouts = session_timeouts.clone();
+                    async move {
+                        let mut conn = if prepared {
+                            connector.connect().await?
+                        } else {
+                            connector.connect_pooled().await?
+                        };
+                        if prepared {
+                            // The server stops a statement at the query
+                            // timeout by itself too, whatever happens to
+                            // this client.
+                            conn.batch_execute(&session_timeouts)
+                                .await
+                                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        } else {
+                            AsyncConnection::set_prepared_statement_cache_size(
+                                &mut conn,
+                                diesel::connection::CacheSize::Disabled,
+                            );
+                        }
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager =
+                    AsyncDieselConnectionManager::new_with_config(url.clone(), manager_config);
+                let pool = Pool::builder(manager)
+                    .max_size(config.pool_size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .context("building the PostgreSQL connection pool")?;
+                Backend::Postgres { pool, tls }
+            }
+            DatabaseLocation::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("creating the data directory {}", dir.display())
+                    })?;
+                }
+                let busy_ms = config.query_timeout.as_millis();
+                let mut manager_config = ManagerConfig::<SqliteConn>::default();
+                manager_config.recycling_method = RecyclingMethod::Fast;
+                manager_config.custom_setup = Box::new(move |url| {
+                    let url = url.to_owned();
+                    async move {
+                        let mut conn = SqliteConn::establish(&url).await?;
+                        conn.batch_execute(&format!(
+                            "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;"
+                        ))
+                        .await
+                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::new_with_config(
+                    path.to_string_lossy().into_owned(),
+                    manager_config,
+                );
+                let pool = Pool::builder(manager)
+                    .max_size(config.pool_size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .context("building the SQLite connection pool")?;
+                Backend::Sqlite(pool)
+            }
+        };
+        Ok(Self {
+            backend,
+            query_timeout: config.query_timeout,
+            prepared_statements: config.prepared_statements,
+            begin_pinned: format!(
+                "BEGIN; {}",
+                server_timeouts("SET LOCAL", config.query_timeout)
+            ),
+            disk_full_at: Mutex::new(None),
+        })
+    }
+
+    /// Settles a timed query. A connection is taken out of the pool and
+    /// closed only when its state is unknown: it failed at the connection
+    /// level, or its query ran out of time and did not end when cancelled.
+    /// A full disk is remembered for `/ready`.
+    pub(crate) fn finish<M: deadpool::managed::Manager, T>(
+        &self,
+        object: deadpool::managed::Object<M>,
+        outcome: Outcome<T>,
+    ) -> Result<T, RepoError> {
+        match outcome {
+            Outcome::Done(Ok(value)) => Ok(value),
+            Outcome::Done(Err(err)) => {
+                if breaks_connection(&err) {
+                    drop(deadpool::managed::Object::take(object));
+                }
+                if is_disk_full(&err) {
+                    self.note_disk_full();
+                }
+                Err(query_error(err))
+            }
+            Outcome::TimedOut { settled } => {
+                if !settled {
+                    drop(deadpool::managed::Object::take(object));
+                }
+                Err(RepoError::Unavailable(anyhow::anyhow!(
+                    "query did not finish within the query timeout"
+                )))
+            }
+        }
+    }
+
+    fn note_disk_full(&self) {
+        if let Ok(mut at) = self.disk_full_at.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+
+    /// A write went through: whatever filled the disk is over.
+    pub(crate) fn note_write(&self) {
+        if let Ok(mut at) = self.disk_full_at.lock() {
+            *at = None;
+        }
+    }
+
+    pub(crate) fn disk_recently_full(&self) -> bool {
+        self.disk_full_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < DISK_FULL_WINDOW)
+    }
+
+    /// Connections currently open and idle, for diagnostics.
+    #[must_use]
+    pub fn pool_status(&self) -> (usize, usize) {
+        let s = match &self.backend {
+            Backend::Postgres { pool: p, .. } => p.status(),
+            Backend::Sqlite(p) => p.status(),
+        };
+        (s.size, s.available)
+    }
+
+    /// Closes every connection; later calls fail as `Unavailable`.
+    pub fn close(&self) {
+        match &self.backend {
+            Backend::Postgres { pool: p, .. } => p.close(),
+            Backend::Sqlite(p) => p.close(),
+        }
+    }
+}
+
+/// `SET` (or `SET LOCAL`) of the server-side statement and lock timeouts.
+fn server_timeouts(set: &str, timeout: Duration) -> String {
+    let ms = timeout.as_millis().max(1);
+    format!("{set} statement_timeout = {ms}; {set} lock_timeout = {ms};")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timeouts_are_milliseconds() {
+        assert_eq!(
+            server_timeouts("SET LOCAL", Duration::from_millis(1500)),
+            "SET LOCAL statement_timeout = 1500; SET LOCAL lock_timeout = 1500;"
+        );
+    }
+}
