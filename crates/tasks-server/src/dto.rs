@@ -35,9 +35,13 @@ pub struct TaskResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written digit by digit: a list of 100
-/// tasks formats 200 of these, and chrono's general formatter allocates and
-/// parses a format description each time.
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written digit by digit into a stack
+/// buffer. A list of 100 tasks formats 200 of these; chrono's
+/// `to_rfc3339_opts(SecondsFormat::Micros, true)` allocates a `String` for
+/// each and writes it through `fmt::Write`. Measured side by side on the
+/// list scenario (PostgreSQL, 64 connections, 3 interleaved runs of
+/// `bench/bench.py` with each binary): the one-liner gave a median of 8,066
+/// req/s against 8,314 here, and about 4% more service CPU per request.
 fn rfc3339_utc<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     use chrono::{Datelike as _, Timelike as _};
     // Through the naive UTC value: DateTime's own accessors redo the

@@ -57,13 +57,42 @@ pub fn driver_clamp(meta: &Metadata<'_>) -> bool {
 /// # Errors
 /// The filter is invalid or a subscriber was already installed.
 pub fn init(format: LogFormat, filter: &str, driver_debug: bool) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)?;
-    let clamp = filter_fn(move |meta| driver_debug || driver_clamp(meta));
+    let events = fmt_layer(format, FmtSpan::NONE).with_filter(
+        EnvFilter::try_new(filter)?.and(filter_fn(move |meta| driver_debug || driver_clamp(meta))),
+    );
+    // Database time apart from handler time: one line when each `db.*` span
+    // of the store closes (`time.busy` + `time.idle` is the query's wall
+    // time; awaiting the database counts as idle). Those spans are at
+    // `debug`, so this prints only with e.g. `LOG_LEVEL=info,tasks_store=debug`.
+    let queries = fmt_layer(format, FmtSpan::CLOSE).with_filter(
+        EnvFilter::try_new(filter)?
+            .and(filter_fn(|meta| meta.is_span() && is_store(meta.target()))),
+    );
+    tracing_subscriber::registry()
+        .with(events)
+        .with(queries)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+fn is_store(target: &str) -> bool {
+    target
+        .strip_prefix("tasks_store")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+fn fmt_layer<S>(
+    format: LogFormat,
+    span_events: FmtSpan,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let layer = fmt::layer()
         .with_writer(std::io::stdout)
-        .with_span_events(FmtSpan::NONE)
+        .with_span_events(span_events)
         .with_target(false);
-    let layer = match format {
+    match format {
         LogFormat::Json => layer
             .json()
             .flatten_event(true)
@@ -74,11 +103,7 @@ pub fn init(format: LogFormat, filter: &str, driver_debug: bool) -> anyhow::Resu
             .compact()
             .with_ansi(std::io::stdout().is_terminal())
             .boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(layer.with_filter(filter.and(clamp)))
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+    }
 }
 
 #[cfg(test)]
