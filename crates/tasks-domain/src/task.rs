@@ -51,20 +51,24 @@ pub enum StatusFilter {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("status must be \"completed\" or \"active\"")]
+#[error("status must be \"all\", \"completed\", \"active\" or \"pending\"")]
 pub struct StatusFilterError;
 
 impl StatusFilter {
-    /// Parses the `status` query parameter: absent means all tasks; present, it
-    /// must be exactly `completed` or `active`.
+    /// Parses the `status` query parameter: absent or `all` means all tasks;
+    /// `completed`; `active` or its synonym `pending`. Exactly these,
+    /// lower case.
     ///
     /// # Errors
     /// Any other value, including the empty string.
     pub fn parse(raw: Option<&str>) -> Result<Self, StatusFilterError> {
         match raw {
             None => Ok(Self::All),
+            Some("all") => Ok(Self::All),
             Some("completed") => Ok(Self::Completed),
-            Some("active") => Ok(Self::Active),
+            // `pending` is what many frontends of this design send for
+            // "not done yet".
+            Some("active" | "pending") => Ok(Self::Active),
             Some(_) => Err(StatusFilterError),
         }
     }
@@ -117,7 +121,21 @@ mod tests {
             StatusFilter::parse(Some("active")),
             Ok(StatusFilter::Active)
         );
-        for bad in ["", "done", "Completed", "ACTIVE", "all", " active"] {
+        assert_eq!(StatusFilter::parse(Some("all")), Ok(StatusFilter::All));
+        assert_eq!(
+            StatusFilter::parse(Some("pending")),
+            Ok(StatusFilter::Active)
+        );
+        for bad in [
+            "",
+            "done",
+            "true",
+            "COMPLETED",
+            "Completed",
+            "ACTIVE",
+            "All",
+            " active",
+        ] {
             assert_eq!(StatusFilter::parse(Some(bad)), Err(StatusFilterError));
         }
     }

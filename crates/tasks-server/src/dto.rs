@@ -182,7 +182,8 @@ impl TryFrom<UpdateTaskRequest> for TaskPatch {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `completed` or `active`; absent for all tasks. Any other value is a 400.
+    /// `all` (the default), `completed`, or `active` (also spelled `pending`).
+    /// Any other value is a 400.
     #[param(inline, value_type = Option<StatusParam>)]
     pub status: Option<String>,
 }
@@ -191,8 +192,10 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusParam {
+    All,
     Completed,
     Active,
+    Pending,
 }
 
 /// `/health` and `/ready` bodies.

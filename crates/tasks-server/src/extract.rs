@@ -26,6 +26,8 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req).map(str::to_owned);
+        // On the `/api/{user_id}/tasks...` aliases.
+        let path_user = req.match_info().get("user_id").map(str::to_owned);
         Box::pin(async move {
             let state = state
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
@@ -33,6 +35,11 @@ impl FromRequest for Caller {
             let owner = state.verifier.verify(&token).await?;
             if let Some(limiter) = &state.rate_limiter {
                 limiter.check(&owner).map_err(ApiError::RateLimited)?;
+            }
+            // Another user's id in the path answers exactly as a task that
+            // does not exist: nothing tells a prober whether that user exists.
+            if path_user.is_some_and(|user| user != owner.as_str()) {
+                return Err(ApiError::TaskNotFound);
             }
             Ok(Self(owner))
         })

@@ -28,11 +28,15 @@ where
     T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
 {
     app.service(
+        // The hackathon specification these frontends come from puts the
+        // user id in the path; `Caller` requires it to be the caller's.
         Routes::with_trailing_slash()
+            .alias("/api/tasks", "/api/{user_id}/tasks")
             .add(tasks::__path_list_tasks, tasks::list_tasks)
             .add(tasks::__path_create_task, tasks::create_task)
             .add(tasks::__path_get_task, tasks::get_task)
             .add(tasks::__path_update_task, tasks::update_task)
+            .add(tasks::__path_patch_task, tasks::patch_task)
             .add(tasks::__path_delete_task, tasks::delete_task)
             .add(tasks::__path_toggle_task, tasks::toggle_task),
     )

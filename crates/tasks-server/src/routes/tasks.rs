@@ -117,7 +117,43 @@ pub async fn update_task(
     state: web::Data<AppState>,
     body: JsonBody<UpdateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let patch = TaskPatch::try_from(body.0)?;
+    apply_patch(&state, &caller, id, body.0).await
+}
+
+/// Update some fields of one of the caller's tasks (the standard verb for a
+/// partial update; the same as `PUT`).
+#[utoipa::path(
+    patch,
+    path = "/api/tasks/{id}",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    request_body = UpdateTaskRequest,
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 200, description = "The updated task", body = TaskResponse),
+        (status = 400, description = "Invalid id or body", body = ErrorBody),
+        TaskNotFound,
+        BodyTooLarge,
+        AuthenticatedErrors,
+    )
+)]
+pub async fn patch_task(
+    caller: Caller,
+    id: TaskIdPath,
+    state: web::Data<AppState>,
+    body: JsonBody<UpdateTaskRequest>,
+) -> Result<HttpResponse, ApiError> {
+    apply_patch(&state, &caller, id, body.0).await
+}
+
+/// `PUT` and `PATCH`: absent fields stay, `"description": null` clears.
+async fn apply_patch(
+    state: &AppState,
+    caller: &Caller,
+    id: TaskIdPath,
+    body: UpdateTaskRequest,
+) -> Result<HttpResponse, ApiError> {
+    let patch = TaskPatch::try_from(body)?;
     found(state.repo.update(&caller.0, id.0, patch).await?, &caller.0)
 }
 

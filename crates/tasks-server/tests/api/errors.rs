@@ -23,8 +23,9 @@ async fn unknown_routes_and_methods_get_the_envelope(backend: Backend) {
     for (method, path) in [
         (Method::DELETE, "/api/tasks"),
         (Method::PUT, "/api/tasks"),
-        (Method::PATCH, "/api/tasks/1"),
+        (Method::PATCH, "/api/tasks"),
         (Method::POST, "/api/tasks/1"),
+        (Method::POST, "/api/alice/tasks/1"),
         (Method::GET, "/api/tasks/1/complete"),
         (Method::POST, "/health"),
     ] {

@@ -14,6 +14,7 @@ mod auth;
 mod bounded;
 mod cors;
 mod errors;
+mod frontends;
 mod isolation;
 mod jwt_attacks;
 mod limits;
