@@ -63,7 +63,7 @@ const MODES = {
   },
 };
 
-const selected = (process.env.FRONTEND_MODES ?? "jwt,hs256,session").split(",").map((m) => m.trim());
+const selected = (process.env.FRONTEND_MODES ?? "jwt,hs256,session,cookie").split(",").map((m) => m.trim());
 for (const mode of selected) {
   if (!(mode in MODES)) throw new Error(`FRONTEND_MODES: unknown mode "${mode}" (known: ${Object.keys(MODES).join(", ")})`);
 }

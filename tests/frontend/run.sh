@@ -4,8 +4,8 @@
 #
 #   TASKS_BIN=target/debug/tasks-server bash tests/frontend/run.sh
 #
-# FRONTEND_MODES  comma-separated, from jwt,hs256,session,cookie (default jwt,hs256,session;
-#                 cookie needs the service's cookie sessions, AUTH_COOKIE=true).
+# FRONTEND_MODES  comma-separated, from jwt,hs256,session,cookie (default: all four;
+#                 cookie runs the service with AUTH_COOKIE=true).
 # FRONTEND_PG_ADMIN_URL  default postgres://postgres@127.0.0.1:5432/postgres; two databases
 #                 (frontend_auth_*, frontend_tasks_*) are created there and dropped at the end.
 # FRONTEND_TIMEOUT  seconds the browser tests may take (default 600).

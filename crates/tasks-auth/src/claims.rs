@@ -221,14 +221,24 @@ pub(crate) fn precheck(token: &str) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// A client-safe reason for a jsonwebtoken failure.
-pub(crate) fn rejection(err: &jsonwebtoken::errors::Error) -> VerifyError {
+/// A client-safe reason for a jsonwebtoken failure. A wrong issuer or
+/// audience names the expected value: it is public configuration (Better
+/// Auth's origin), and it is what a frontend developer needs to fix it.
+pub(crate) fn rejection(err: &jsonwebtoken::errors::Error, rules: &ClaimRules) -> VerifyError {
+    let expected = |what: &str, value: &Option<String>, variable: &str| {
+        VerifyError::rejected(match value {
+            Some(v) => format!(
+                "token {what} is not accepted: expected {v:?} ({variable}; for Better Auth jwt() tokens the default is the origin of BETTER_AUTH_URL, which must equal the frontend's BETTER_AUTH_URL origin exactly)"
+            ),
+            None => format!("token {what} is not accepted"),
+        })
+    };
     let reason = match err.kind() {
+        ErrorKind::InvalidIssuer => return expected("issuer", &rules.issuer, "JWT_ISSUER"),
+        ErrorKind::InvalidAudience => return expected("audience", &rules.audience, "JWT_AUDIENCE"),
         ErrorKind::ExpiredSignature => "token has expired",
         ErrorKind::ImmatureSignature => "token is not valid yet",
         ErrorKind::InvalidSignature => "token signature is invalid",
-        ErrorKind::InvalidIssuer => "token issuer is not accepted",
-        ErrorKind::InvalidAudience => "token audience is not accepted",
         ErrorKind::InvalidAlgorithm
         | ErrorKind::MissingAlgorithm
         | ErrorKind::UnsupportedAlgorithm => "token algorithm is not accepted",

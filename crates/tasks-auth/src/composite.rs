@@ -15,7 +15,7 @@ use crate::cache::{ExpiringCache, token_hash};
 use crate::claims::{ClaimRules, Verified, looks_like_jwt, parse_header, precheck};
 use crate::hs256::Hs256Verifier;
 use crate::jwks::{JwksConfig, JwksVerifier, origin_of};
-use crate::session::{SessionConfig, SessionVerifier};
+use crate::session::{DiscoveryError, SessionConfig, SessionSchema, SessionVerifier};
 
 /// Everything that decides how bearer tokens are verified.
 #[derive(Clone)]
@@ -50,6 +50,8 @@ pub struct AuthConfig {
     pub jwks_fetch_timeout: Duration,
     /// `TOKEN_CACHE_SIZE`: entries of the verified-token cache; 0 turns it off.
     pub token_cache_size: usize,
+    /// `BETTER_AUTH_SESSION_*`: explicit session table and column names.
+    pub session_schema: SessionSchema,
 }
 
 impl Default for AuthConfig {
@@ -70,6 +72,7 @@ impl Default for AuthConfig {
             jwks_max_age: Duration::from_secs(600),
             jwks_fetch_timeout: Duration::from_secs(5),
             token_cache_size: 10_000,
+            session_schema: SessionSchema::default(),
         }
     }
 }
@@ -98,6 +101,7 @@ impl fmt::Debug for AuthConfig {
             .field("jwks_max_age", &self.jwks_max_age)
             .field("jwks_fetch_timeout", &self.jwks_fetch_timeout)
             .field("token_cache_size", &self.token_cache_size)
+            .field("session_schema", &self.session_schema)
             .finish()
     }
 }
@@ -148,6 +152,7 @@ impl AuthConfig {
             cache_ttl: self.session_cache_ttl,
             negative_cache_ttl: self.session_negative_cache_ttl,
             negative_cache_size: self.token_cache_size,
+            schema: self.session_schema.clone(),
         })
     }
 }
@@ -159,6 +164,16 @@ impl AuthConfig {
 /// # Errors
 /// Nothing is configured, or a URL is invalid.
 pub fn build_verifier(config: &AuthConfig) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    Ok(Arc::new(build_composite(config)?))
+}
+
+/// As [`build_verifier`], returning the concrete verifier, so that start-up
+/// can look for the session table ([`CompositeVerifier::discover_sessions`])
+/// before serving.
+///
+/// # Errors
+/// Nothing is configured, or a URL is invalid.
+pub fn build_composite(config: &AuthConfig) -> anyhow::Result<CompositeVerifier> {
     let hs256 = config
         .hs256_secret
         .as_ref()
@@ -178,12 +193,12 @@ pub fn build_verifier(config: &AuthConfig) -> anyhow::Result<Arc<dyn TokenVerifi
     {
         jwks.prefetch();
     }
-    Ok(Arc::new(CompositeVerifier::new(
+    Ok(CompositeVerifier::new(
         hs256,
         jwks,
         session,
         config.token_cache_size,
-    )))
+    ))
 }
 
 /// Routes a token by its shape: a compact JWS (three dot-separated parts) to
@@ -213,6 +228,15 @@ impl CompositeVerifier {
         }
     }
 
+    /// Finds Better Auth's session table, when sessions are configured:
+    /// `None` without sessions, else the table found or why not.
+    pub async fn discover_sessions(&self) -> Option<Result<String, DiscoveryError>> {
+        match &self.session {
+            Some(s) => Some(s.discover().await),
+            None => None,
+        }
+    }
+
     async fn verify_uncached(&self, token: &str) -> Result<Verified, VerifyError> {
         if looks_like_jwt(token) {
             let header = parse_header(token)?;
@@ -220,7 +244,7 @@ impl CompositeVerifier {
                 return match &self.hs256 {
                     Some(v) => v.verify_detailed(token),
                     None => Err(VerifyError::rejected(
-                        "token algorithm is not accepted: shared-secret (HS*) tokens are not configured",
+                        "token algorithm is not accepted: shared-secret (HS*) tokens are not configured on the tasks service; set JWT_SECRET to the secret the token is signed with, or JWT_ACCEPT_BETTER_AUTH_SECRET=true if it is signed with BETTER_AUTH_SECRET (HS256 tokens are not revoked by sign-out)",
                     )),
                 };
             }
@@ -250,6 +274,28 @@ impl TokenVerifier for CompositeVerifier {
             return Ok(owner);
         }
         let verified = self.verify_uncached(token).await?;
+        self.cache
+            .insert(key, verified.owner.clone(), verified.valid_until);
+        Ok(verified.owner)
+    }
+
+    async fn verify_cookie(&self, value: &str) -> Result<OwnerId, VerifyError> {
+        precheck(value)?;
+        let Some(session) = &self.session else {
+            return Err(VerifyError::rejected(
+                "cookie sessions need BETTER_AUTH_DATABASE_URL on the tasks service",
+            ));
+        };
+        if !self.cache.enabled() {
+            return session.verify_cookie_detailed(value).await.map(|v| v.owner);
+        }
+        // Its own key space: a raw token accepted as a bearer token must
+        // never let the same (unsigned) value pass as a cookie.
+        let key = token_hash(&format!("cookie\0{value}"));
+        if let Some(owner) = self.cache.get(&key) {
+            return Ok(owner);
+        }
+        let verified = session.verify_cookie_detailed(value).await?;
         self.cache
             .insert(key, verified.owner.clone(), verified.valid_until);
         Ok(verified.owner)

@@ -40,7 +40,7 @@ impl Hs256Verifier {
     pub fn verify_detailed(&self, token: &str) -> Result<Verified, VerifyError> {
         precheck(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| rejection(&e))?;
+            .map_err(|e| rejection(&e, &self.rules))?;
         data.claims.verified(&self.rules)
     }
 }
@@ -255,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             rejected(v.verify_sync(&bad_aud)),
-            "token audience is not accepted"
+            "token audience is not accepted: expected \"tasks\" (JWT_AUDIENCE; for Better Auth jwt() tokens the default is the origin of BETTER_AUTH_URL, which must equal the frontend's BETTER_AUTH_URL origin exactly)"
         );
         let bad_iss = sign(
             &json!({"sub": "u", "exp": now() + 60, "iss": "https://evil.example", "aud": "tasks"}),
@@ -264,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             rejected(v.verify_sync(&bad_iss)),
-            "token issuer is not accepted"
+            "token issuer is not accepted: expected \"https://auth.example\" (JWT_ISSUER; for Better Auth jwt() tokens the default is the origin of BETTER_AUTH_URL, which must equal the frontend's BETTER_AUTH_URL origin exactly)"
         );
     }
 

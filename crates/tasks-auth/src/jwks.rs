@@ -242,7 +242,7 @@ impl JwksVerifier {
         match set.find(&header, alg) {
             Lookup::Found(key, i) => {
                 let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validations[i])
-                    .map_err(|e| rejection(&e))?;
+                    .map_err(|e| rejection(&e, &self.inner.config.rules))?;
                 data.claims.verified(&self.inner.config.rules)
             }
             Lookup::WrongAlgorithm => Err(VerifyError::rejected(
@@ -324,16 +324,28 @@ impl Inner {
             Some(set) => {
                 if let (Lookup::UnknownKid, Some(error)) = (set.find(header, alg), outcome) {
                     // The kid may be a new key we could not fetch: we cannot decide.
-                    return Err(VerifyError::Unavailable(anyhow::anyhow!(
+                    return Err(self.keys_unavailable(anyhow::anyhow!(
                         "token key id not cached and the JWKS could not be fetched: {error}"
                     )));
                 }
                 Ok(set)
             }
-            None => Err(VerifyError::Unavailable(anyhow::anyhow!(
+            None => Err(self.keys_unavailable(anyhow::anyhow!(
                 "no JWKS cached and it could not be fetched: {}",
                 outcome.unwrap_or_else(|| "not fetched yet".to_owned())
             ))),
+        }
+    }
+
+    /// A 503 whose detail tells the frontend developer what failed, with the
+    /// URL redacted (no password, no query string).
+    fn keys_unavailable(&self, source: anyhow::Error) -> VerifyError {
+        VerifyError::UnavailableBecause {
+            detail: format!(
+                "The token signing keys could not be fetched from {} (JWKS_URL, default BETTER_AUTH_URL + /api/auth/jwks); check that the tasks service can reach Better Auth. Retry shortly",
+                tasks_pg::redact_url(&self.config.url)
+            ),
+            source,
         }
     }
 

@@ -24,7 +24,7 @@ mod jwks;
 mod session;
 
 pub use claims::{ClaimRules, MAX_TOKEN_BYTES, Verified};
-pub use composite::{AuthConfig, CompositeVerifier, build_verifier};
+pub use composite::{AuthConfig, CompositeVerifier, build_composite, build_verifier};
 pub use hs256::{Hs256Verifier, issue_hs256};
 pub use jwks::{JwksConfig, JwksVerifier, is_plain_http_to_remote_host, origin_of};
-pub use session::{SessionConfig, SessionVerifier};
+pub use session::{DiscoveryError, SessionConfig, SessionSchema, SessionVerifier};

@@ -95,6 +95,20 @@ pub enum VerifyError {
     /// endpoint, a session database) is unreachable and nothing is cached.
     #[error("token verification is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Like [`VerifyError::Unavailable`], with an explanation that is safe to
+    /// show to the client (what could not be reached, never a credential),
+    /// so that a frontend developer can fix a set-up without the logs.
+    #[error("{detail}")]
+    UnavailableBecause {
+        detail: String,
+        #[source]
+        source: anyhow::Error,
+    },
+    /// The verifier's configuration does not match what it found (e.g. a
+    /// session table without the expected columns). Not transient:
+    /// retrying does not help, an operator must fix the configuration.
+    #[error("token verification is misconfigured")]
+    Misconfigured(#[source] anyhow::Error),
 }
 
 impl VerifyError {
@@ -113,4 +127,13 @@ impl VerifyError {
 pub trait TokenVerifier: Send + Sync + 'static {
     /// Verifies `token` (the part after `Bearer `) and returns its owner.
     async fn verify(&self, token: &str) -> Result<OwnerId, VerifyError>;
+
+    /// Verifies the value of a session cookie the browser sent (no
+    /// `Authorization` header). Unlike [`TokenVerifier::verify`], only a
+    /// signed value may be accepted: a cookie is never a bearer token.
+    /// Verifiers without cookie sessions reject it.
+    async fn verify_cookie(&self, value: &str) -> Result<OwnerId, VerifyError> {
+        let _ = value;
+        Err(VerifyError::rejected("cookie sessions are not configured"))
+    }
 }

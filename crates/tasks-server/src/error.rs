@@ -50,8 +50,19 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("Too many requests; retry in {0} s")]
     RateLimited(u64),
+    /// A cookie-authenticated request refused by the CSRF rule.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("The service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// A 503 with a detail that is safe and useful to show (what could not
+    /// be reached, URLs redacted).
+    #[error("{detail}")]
+    UnavailableBecause {
+        detail: String,
+        #[source]
+        cause: anyhow::Error,
+    },
     #[error("Internal server error")]
     Internal(#[source] anyhow::Error),
 }
@@ -67,7 +78,8 @@ impl ApiError {
             Self::TaskLimitReached(_) => "task_limit_reached",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
-            Self::Unavailable(_) => "service_unavailable",
+            Self::Forbidden(_) => "forbidden",
+            Self::Unavailable(_) | Self::UnavailableBecause { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -119,14 +131,17 @@ impl ResponseError for ApiError {
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) | Self::UnavailableBecause { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unavailable(cause) => tracing::warn!(
+            Self::Unavailable(cause) | Self::UnavailableBecause { cause, .. } => tracing::warn!(
                 error = format!("{cause:#}"),
                 "request failed: dependency unavailable"
             ),
@@ -178,6 +193,12 @@ impl From<VerifyError> for ApiError {
         match err {
             VerifyError::Rejected(reason) => Self::InvalidToken(reason),
             VerifyError::Unavailable(e) => Self::Unavailable(e),
+            VerifyError::UnavailableBecause { detail, source } => Self::UnavailableBecause {
+                detail,
+                cause: source,
+            },
+            // Not an outage: a 503 would invite retries that cannot help.
+            VerifyError::Misconfigured(e) => Self::Internal(e),
         }
     }
 }

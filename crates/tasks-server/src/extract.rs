@@ -11,6 +11,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
 use tasks_domain::{OwnerId, TaskId};
 
+use crate::cookie::CookieAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -25,14 +26,20 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer_token(req).map(str::to_owned);
+        let credential = state
+            .as_ref()
+            .map(|state| credential(req, state.cookie_auth.as_ref()));
         // On the `/api/{user_id}/tasks...` aliases.
         let path_user = req.match_info().get("user_id").map(str::to_owned);
         Box::pin(async move {
             let state = state
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
-            let token = token?;
-            let owner = state.verifier.verify(&token).await?;
+            let owner = match credential {
+                Some(Ok(Credential::Bearer(token))) => state.verifier.verify(&token).await?,
+                Some(Ok(Credential::Cookie(value))) => state.verifier.verify_cookie(&value).await?,
+                Some(Err(e)) => return Err(e),
+                None => return Err(ApiError::Internal(anyhow::anyhow!("no credential"))),
+            };
             if let Some(limiter) = &state.rate_limiter {
                 limiter.check(&owner).map_err(ApiError::RateLimited)?;
             }
@@ -43,6 +50,35 @@ impl FromRequest for Caller {
             }
             Ok(Self(owner))
         })
+    }
+}
+
+enum Credential {
+    Bearer(String),
+    Cookie(String),
+}
+
+/// The `Authorization` header when there is one (it always wins), else
+/// Better Auth's session cookie when cookie sessions are on and the CSRF
+/// rule is met.
+fn credential(req: &HttpRequest, cookies: Option<&CookieAuth>) -> Result<Credential, ApiError> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return bearer_token(req).map(|t| Credential::Bearer(t.to_owned()));
+    }
+    match cookies {
+        Some(cookies) => match cookies.session_cookie(req) {
+            Some(value) => {
+                cookies.check_origin(req)?;
+                Ok(Credential::Cookie(value))
+            }
+            None => Err(ApiError::MissingToken(
+                "send Authorization: Bearer <token> or Better Auth's session cookie",
+            )),
+        },
+        None if crate::cookie::has_session_cookie_like(req) => Err(ApiError::MissingToken(
+            "send Authorization: Bearer <token> (a Better Auth session cookie was sent, but the tasks service reads it only with AUTH_COOKIE=true)",
+        )),
+        None => Err(ApiError::MissingToken("send Authorization: Bearer <token>")),
     }
 }
 

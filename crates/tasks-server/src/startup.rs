@@ -15,6 +15,7 @@ use tasks_ports::TokenVerifier;
 use tasks_store::{DieselTaskStore, run_migrations};
 use utoipa_actix_web::AppExt as _;
 
+use crate::cookie::CookieAuth;
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, BodyTimeout};
 use crate::middleware::{REQUEST_ID, request_context};
@@ -52,11 +53,17 @@ impl Application {
         if settings.run_migrations {
             migrate_with_retry(&settings).await?;
         }
-        let verifier = build_verifier(&settings)?;
+        let verifier = build_verifier(&settings).await?;
+        let cookie_auth = settings
+            .auth
+            .cookie_prefix
+            .as_deref()
+            .map(|prefix| CookieAuth::new(prefix, &settings.cors_origins));
         let state = web::Data::new(AppState {
             repo: Arc::new(store),
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
+            cookie_auth,
             rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
                 let limiter = Arc::new(RateLimiter::new(
                     per_minute,
@@ -209,7 +216,7 @@ async fn migrate_with_retry(settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+async fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
     use secrecy::ExposeSecret as _;
     let auth = &settings.auth;
     let config = &auth.config;
@@ -222,9 +229,27 @@ fn build_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>>
             "JWT_SECRET is shorter than 32 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
         );
     }
-    let verifier = tasks_auth::build_verifier(config).context("configuring token verification")?;
+    let verifier = tasks_auth::build_composite(config).context("configuring token verification")?;
     log_verifiers(settings, config)?;
-    Ok(verifier)
+    // Session mode: find Better Auth's session table now, so that a schema
+    // that matches nothing stops start-up instead of failing every request.
+    // One attempt, bounded by the connect and query timeouts: when Better
+    // Auth's database is down the service starts all the same (its other
+    // verifiers and the task store do not need it), and the table is looked
+    // for on the first session lookup, and again on each later one until
+    // found (one attempt at a time; those requests get 503 while the
+    // database is unreachable).
+    match verifier.discover_sessions().await {
+        None | Some(Ok(_)) => {}
+        Some(Err(tasks_auth::DiscoveryError::NoMatch(message))) => {
+            anyhow::bail!("{message}");
+        }
+        Some(Err(e @ tasks_auth::DiscoveryError::Unreachable(_))) => tracing::warn!(
+            error = %e,
+            "BETTER AUTH'S DATABASE IS UNREACHABLE: the session table could not be looked for at start-up; session tokens get 503 until it answers, and a schema mismatch will then be logged as an error on every session request instead of stopping start-up"
+        ),
+    }
+    Ok(Arc::new(verifier))
 }
 
 /// One line at start-up saying which verifiers are active and why, with

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tasks_ports::{TaskRepository, TokenVerifier};
 
+use crate::cookie::CookieAuth;
 use crate::ratelimit::RateLimiter;
 
 /// The two ports and the per-request limits, nothing else.
@@ -15,4 +16,6 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Most tasks one user may hold.
     pub max_tasks_per_user: u32,
+    /// Better Auth's session cookie is accepted (`AUTH_COOKIE=true`).
+    pub cookie_auth: Option<CookieAuth>,
 }

@@ -146,7 +146,7 @@ async fn starts_while_better_auth_is_down_then_recovers() {
     let token = key.sign(&better_auth_claims(&server.origin, "u"));
     assert!(matches!(
         v.verify(&token).await,
-        Err(VerifyError::Unavailable(_))
+        Err(VerifyError::UnavailableBecause { .. })
     ));
     server.serve(&jwks_of(&[&key]));
     assert_eq!(v.verify(&token).await.unwrap().as_str(), "u");

@@ -40,7 +40,10 @@ fn rejected(r: Result<tasks_domain::OwnerId, VerifyError>) -> String {
 
 fn unavailable(r: Result<tasks_domain::OwnerId, VerifyError>) {
     assert!(
-        matches!(r, Err(VerifyError::Unavailable(_))),
+        matches!(
+            r,
+            Err(VerifyError::Unavailable(_) | VerifyError::UnavailableBecause { .. })
+        ),
         "expected Unavailable, got {r:?}"
     );
 }
@@ -210,7 +213,10 @@ async fn rejects_wrong_issuer() {
     claims["iss"] = json!("http://evil.example");
     assert_eq!(
         rejected(v.verify(&key.sign(&claims)).await),
-        "token issuer is not accepted"
+        format!(
+            "token issuer is not accepted: expected {:?} (JWT_ISSUER; for Better Auth jwt() tokens the default is the origin of BETTER_AUTH_URL, which must equal the frontend's BETTER_AUTH_URL origin exactly)",
+            server.origin
+        )
     );
 }
 
@@ -222,7 +228,10 @@ async fn rejects_wrong_audience() {
     claims["aud"] = json!("http://other-app.example");
     assert_eq!(
         rejected(v.verify(&key.sign(&claims)).await),
-        "token audience is not accepted"
+        format!(
+            "token audience is not accepted: expected {:?} (JWT_AUDIENCE; for Better Auth jwt() tokens the default is the origin of BETTER_AUTH_URL, which must equal the frontend's BETTER_AUTH_URL origin exactly)",
+            server.origin
+        )
     );
 }
 
@@ -286,10 +295,15 @@ async fn credentials_in_the_jwks_url_never_reach_error_messages() {
     server.stop().await;
     let second = make().verify(&token).await;
     for result in [first, second] {
-        let Err(VerifyError::Unavailable(e)) = result else {
+        let Err(VerifyError::UnavailableBecause { detail, source: e }) = result else {
             panic!("expected Unavailable, got {result:?}");
         };
-        let message = format!("{e:#} {e:?}");
+        // The client-facing detail says what failed, with the URL redacted.
+        assert!(
+            detail.contains("signing keys could not be fetched"),
+            "{detail}"
+        );
+        let message = format!("{detail} {e:#} {e:?}");
         assert!(message.contains("jwks-user:***@"), "{message}");
         for secret in ["jwks-pa55word", "query-secret"] {
             assert!(!message.contains(secret), "{message}");

@@ -29,6 +29,9 @@ pub struct AuthSettings {
     pub hs256_reason: &'static str,
     /// The HS256 secret was generated for local development, not configured.
     pub development_secret: bool,
+    /// `AUTH_COOKIE_PREFIX` when cookie sessions are on (`AUTH_COOKIE=true`):
+    /// the cookie read is `{prefix}.session_token` (or its `__Secure-` form).
+    pub cookie_prefix: Option<String>,
 }
 
 impl AuthSettings {
@@ -73,7 +76,9 @@ impl AuthSettings {
             None
         };
         let (hs256_secret, hs256_reason) = hs256_secret(raw, production, revocable)?;
+        let cookie_prefix = cookie_prefix(raw, session_database_url.is_some())?;
         let config = AuthConfig {
+            session_schema: session_schema(raw)?,
             rules: claim_rules(raw)?,
             hs256_secret,
             better_auth_url,
@@ -89,6 +94,7 @@ impl AuthSettings {
             config: caches_and_pools(raw, config)?,
             hs256_reason,
             development_secret: false,
+            cookie_prefix,
         })
     }
 
@@ -167,6 +173,72 @@ fn hs256_secret(
         );
     }
     Ok((hs256.map(|(_, secret)| SecretString::from(secret)), reason))
+}
+
+/// `AUTH_COOKIE` (default off: reading a cookie widens what a foreign site
+/// can trigger, so an operator opts in) and `AUTH_COOKIE_PREFIX` (Better
+/// Auth's `advanced.cookiePrefix`, default `better-auth`).
+fn cookie_prefix(raw: &Raw, sessions: bool) -> anyhow::Result<Option<String>> {
+    if !boolean("AUTH_COOKIE", raw.auth_cookie.as_deref(), false)? {
+        return Ok(None);
+    }
+    if !sessions {
+        bail!(
+            "AUTH_COOKIE=true needs BETTER_AUTH_DATABASE_URL: the session cookie is looked up in Better Auth's database"
+        );
+    }
+    if non_empty(raw.better_auth_secret.as_deref()).is_none() {
+        bail!(
+            "AUTH_COOKIE=true needs BETTER_AUTH_SECRET: Better Auth signs its session cookie with it, and an unsigned cookie is never accepted"
+        );
+    }
+    let prefix = non_empty(raw.auth_cookie_prefix.as_deref()).unwrap_or("better-auth");
+    // RFC 6265 cookie-name characters (a token), as Better Auth accepts.
+    let valid = prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !valid {
+        bail!(
+            "AUTH_COOKIE_PREFIX must be a cookie name prefix such as better-auth (letters, digits, - _ . at most 64), got {prefix:?}"
+        );
+    }
+    Ok(Some(prefix.to_owned()))
+}
+
+/// `BETTER_AUTH_SESSION_TABLE` and the `..._COLUMN` overrides: names as
+/// PostgreSQL stores them (case-sensitive, unquoted here); they are checked
+/// against the catalog at start-up and quoted in the lookup.
+fn session_schema(raw: &Raw) -> anyhow::Result<tasks_auth::SessionSchema> {
+    let name = |variable: &str, value: Option<&str>| -> anyhow::Result<Option<String>> {
+        let Some(value) = non_empty(value) else {
+            return Ok(None);
+        };
+        if value.len() > 63 || value.chars().any(char::is_control) {
+            bail!(
+                "{variable} must be a table or column name of at most 63 bytes without control characters (got {value:?})"
+            );
+        }
+        Ok(Some(value.to_owned()))
+    };
+    Ok(tasks_auth::SessionSchema {
+        table: name(
+            "BETTER_AUTH_SESSION_TABLE",
+            raw.better_auth_session_table.as_deref(),
+        )?,
+        token_column: name(
+            "BETTER_AUTH_SESSION_TOKEN_COLUMN",
+            raw.better_auth_session_token_column.as_deref(),
+        )?,
+        user_id_column: name(
+            "BETTER_AUTH_SESSION_USER_ID_COLUMN",
+            raw.better_auth_session_user_id_column.as_deref(),
+        )?,
+        expires_at_column: name(
+            "BETTER_AUTH_SESSION_EXPIRES_AT_COLUMN",
+            raw.better_auth_session_expires_at_column.as_deref(),
+        )?,
+    })
 }
 
 /// `JWT_LEEWAY`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_MAX_AGE`.
@@ -315,6 +387,63 @@ mod tests {
         assert!(err(&[("JWKS_REFRESH_COOLDOWN_SECS", "0")]).contains("JWKS_REFRESH_COOLDOWN_SECS"));
         assert!(err(&[("TOKEN_CACHE_SIZE", "-1")]).contains("TOKEN_CACHE_SIZE"));
         assert!(err(&[("TOKEN_CACHE_SIZE", "2000000")]).contains("TOKEN_CACHE_SIZE"));
+    }
+
+    #[test]
+    fn cookie_and_session_schema_settings() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert!(s.auth.cookie_prefix.is_none());
+        let sessions = [
+            ("BETTER_AUTH_DATABASE_URL", "postgres://ba@db/auth"),
+            ("BETTER_AUTH_SECRET", "better-auth-secret-0123456789abcdef"),
+        ];
+        let s = Settings::from_pairs(sessions).unwrap();
+        assert!(s.auth.cookie_prefix.is_none(), "cookies are opt-in");
+        let s = Settings::from_pairs([sessions[0], sessions[1], ("AUTH_COOKIE", "true")]).unwrap();
+        assert_eq!(s.auth.cookie_prefix.as_deref(), Some("better-auth"));
+        let s = Settings::from_pairs([
+            sessions[0],
+            sessions[1],
+            ("AUTH_COOKIE", "true"),
+            ("AUTH_COOKIE_PREFIX", "my-app"),
+            ("BETTER_AUTH_SESSION_TABLE", "sessions"),
+            ("BETTER_AUTH_SESSION_USER_ID_COLUMN", "user_id"),
+        ])
+        .unwrap();
+        assert_eq!(s.auth.cookie_prefix.as_deref(), Some("my-app"));
+        assert_eq!(
+            s.auth.config.session_schema.table.as_deref(),
+            Some("sessions")
+        );
+        assert_eq!(
+            s.auth.config.session_schema.user_id_column.as_deref(),
+            Some("user_id")
+        );
+        assert!(err(&[("AUTH_COOKIE", "true")]).contains("BETTER_AUTH_DATABASE_URL"));
+        assert!(err(&[sessions[0], ("AUTH_COOKIE", "true")]).contains("BETTER_AUTH_SECRET"));
+        assert!(err(&[sessions[0], sessions[1], ("AUTH_COOKIE", "maybe")]).contains("AUTH_COOKIE"));
+        assert!(
+            err(&[
+                sessions[0],
+                sessions[1],
+                ("AUTH_COOKIE", "true"),
+                ("AUTH_COOKIE_PREFIX", "a;b")
+            ])
+            .contains("AUTH_COOKIE_PREFIX")
+        );
+        assert!(
+            err(&[
+                sessions[0],
+                sessions[1],
+                ("AUTH_COOKIE", "true"),
+                ("CORS_ORIGINS", "*")
+            ])
+            .contains("CORS_ORIGINS")
+        );
+        assert!(
+            err(&[("BETTER_AUTH_SESSION_TABLE", &"x".repeat(64))])
+                .contains("BETTER_AUTH_SESSION_TABLE")
+        );
     }
 
     #[test]

@@ -74,6 +74,12 @@ struct Raw {
     max_tasks_per_user: Option<String>,
     client_write_timeout: Option<String>,
     rate_limit_max_keys: Option<String>,
+    better_auth_session_table: Option<String>,
+    better_auth_session_token_column: Option<String>,
+    better_auth_session_user_id_column: Option<String>,
+    better_auth_session_expires_at_column: Option<String>,
+    auth_cookie: Option<String>,
+    auth_cookie_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +186,13 @@ impl Settings {
         let database = database::Database::parse(&raw, &data_dir, cores)?;
         let auth = AuthSettings::parse(&raw, production, &database.store)?;
         let cors_origins = http::cors_origins(&raw)?;
+        if auth.cookie_prefix.is_some() && cors_origins.iter().any(|o| o == "*") {
+            // The CSRF rule for cookie-authenticated writes is "Origin in
+            // CORS_ORIGINS": with `*` it would allow every site.
+            anyhow::bail!(
+                "AUTH_COOKIE=true needs CORS_ORIGINS to list the frontend's origins explicitly, not *"
+            );
+        }
         let logging = logging::Logging::parse(&raw, production)?;
         let limits = http::Limits::parse(&raw)?;
         Ok(Self {

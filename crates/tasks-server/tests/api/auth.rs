@@ -173,7 +173,16 @@ async fn better_auth_secret_does_not_bypass_sessions_or_jwks(backend: Backend) {
         Algorithm::HS256,
         BETTER_AUTH_SECRET.as_bytes(),
     );
-    let sessions = crate::helpers::admin_url();
+    // Better Auth's database: its tables must exist, or start-up stops.
+    let (_ba_db, sessions) = crate::helpers::TestDb::create(Backend::Postgres).await;
+    let (client, conn) = tokio_postgres::connect(&sessions, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(crate::helpers::BETTER_AUTH_SCHEMA)
+        .await
+        .unwrap();
     for mode in [
         ("BETTER_AUTH_DATABASE_URL", sessions.as_str()),
         ("BETTER_AUTH_URL", "http://127.0.0.1:9"),
@@ -185,8 +194,13 @@ async fn better_auth_secret_does_not_bypass_sessions_or_jwks(backend: Backend) {
         ];
         let app = TestApp::spawn_with(backend, &base).await;
         let body = expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {token}"))).await;
+        // The detail names the two ways to accept it.
+        let detail = body["detail"].as_str().unwrap();
         assert!(
-            body["detail"].as_str().unwrap().contains("HS"),
+            detail.contains("HS")
+                && detail.contains("JWT_SECRET")
+                && detail.contains("JWT_ACCEPT_BETTER_AUTH_SECRET=true")
+                && !detail.contains(BETTER_AUTH_SECRET),
             "{mode:?}: {body}"
         );
         // The explicit opt-in brings it back.
@@ -225,7 +239,53 @@ async fn maximum_token_age_is_enforced(backend: Backend) {
     assert_eq!(app.list(&fresh, "").await.status(), 200);
 }
 
+/// What a frontend developer sees for a wrong issuer and an unreachable
+/// JWKS: enough to fix the set-up, nothing secret.
+async fn misconfiguration_errors_name_the_fix(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("JWT_ISSUER", "https://auth.example")]).await;
+    let t = now();
+    let wrong = sign(&json!({"sub": "alice", "iss": "http://127.0.0.1:3000", "exp": t + 600}));
+    let body = expect_401(&app, "GET", "/api/tasks", Some(&format!("Bearer {wrong}"))).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(r#"expected "https://auth.example""#) && detail.contains("JWT_ISSUER"),
+        "{body}"
+    );
+    // Better Auth (JWKS) unreachable: still 503, saying what failed, with the
+    // URL's password and query string redacted.
+    let port = crate::helpers::free_port();
+    let jwks = format!("http://keys:hunter2-pass@127.0.0.1:{port}/api/auth/jwks?key=query-secret");
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("JWT_SECRET", ""),
+            ("BETTER_AUTH_URL", "http://127.0.0.1:3000"),
+            ("JWKS_URL", &jwks),
+        ],
+    )
+    .await;
+    let eddsa = format!(
+        "{}.{}.{}",
+        b64_json(&json!({"alg": "EdDSA", "kid": "k1"})),
+        b64_json(&json!({"sub": "alice", "exp": t + 600})),
+        crate::helpers::b64(&[7; 64])
+    );
+    let res = app.list(&eddsa, "").await;
+    assert!(res.headers().contains_key("retry-after"));
+    let body = assert_error(res, 503, "service_unavailable").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("signing keys could not be fetched")
+            && detail.contains(&format!("127.0.0.1:{port}")),
+        "{body}"
+    );
+    for secret in ["hunter2-pass", "query-secret"] {
+        assert!(!detail.contains(secret), "{body}");
+    }
+}
+
 on_both_backends!(
+    misconfiguration_errors_name_the_fix,
     every_endpoint_requires_a_token,
     bad_tokens_are_rejected,
     tampered_payload_is_rejected,
