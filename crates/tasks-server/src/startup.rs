@@ -86,6 +86,7 @@ impl Application {
         tracing::info!(
             address = %listener.local_addr()?,
             database = %settings.store.location.describe(),
+            read_replica = %settings.store.read_replica.as_ref().map_or_else(|| "off".to_owned(), |r| tasks_store::redact_url(&r.url)),
             workers = settings.workers,
             "tasks service listening; API docs at /docs/"
         );

@@ -48,4 +48,25 @@ pub struct StoreConfig {
     /// Cache prepared statements per connection (PostgreSQL). Turn off behind
     /// a transaction-pooling PgBouncer that does not track prepared statements.
     pub prepared_statements: bool,
+    /// A streaming standby to serve reads from (`DATABASE_READ_URL`).
+    pub read_replica: Option<ReadReplicaConfig>,
+}
+
+/// Where reads may go besides the primary, and how stale they may be.
+#[derive(Clone)]
+pub struct ReadReplicaConfig {
+    /// The standby's PostgreSQL URL; it may carry a password.
+    pub url: String,
+    /// A replica that has not replayed the primary's WAL as of this long
+    /// ago serves no reads (`DATABASE_READ_MAX_LAG`).
+    pub max_lag: Duration,
+}
+
+impl std::fmt::Debug for ReadReplicaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadReplicaConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_lag", &self.max_lag)
+            .finish()
+    }
 }

@@ -29,6 +29,7 @@ mod errors;
 mod migrate;
 mod pg;
 mod pool;
+mod replica;
 mod rows;
 mod schema;
 
@@ -38,7 +39,7 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch, Title};
 use tasks_ports::{RepoError, TaskRepository};
 
-pub use config::{DatabaseLocation, StoreConfig, redact_url};
+pub use config::{DatabaseLocation, ReadReplicaConfig, StoreConfig, redact_url};
 pub use migrate::run_migrations;
 pub use pool::DieselTaskStore;
 
@@ -60,27 +61,13 @@ impl TaskRepository for DieselTaskStore {
         before: Option<TaskId>,
         limit: usize,
     ) -> Result<Vec<Task>, RepoError> {
-        // `id <= before - 1` rather than an optional `id < before`: one
-        // statement shape per filter, each a cached prepared statement.
-        let up_to = before.map_or(i64::MAX, |id| id.get() - 1);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<Row> = with_conn!(self, |conn| {
-            let mine = tasks::table
-                .filter(tasks::user_id.eq(owner.as_str()))
-                .filter(tasks::id.le(up_to))
-                .select(columns!(tasks))
-                .order(tasks::id.desc())
-                .limit(limit);
-            match filter.completed() {
-                None => mine.load::<Row>(conn).await,
-                Some(completed) => {
-                    mine.filter(tasks::completed.eq(completed))
-                        .load::<Row>(conn)
-                        .await
-                }
+        if let Some(replica) = self.replica.as_ref().filter(|r| r.serves(owner)) {
+            match replica.store.list_here(owner, filter, before, limit).await {
+                Ok(tasks) => return Ok(tasks),
+                Err(e) => replica.failed(&e),
             }
-        })?;
-        into_tasks(rows, owner)
+        }
+        self.list_here(owner, filter, before, limit).await
     }
 
     #[tracing::instrument(
@@ -90,16 +77,13 @@ impl TaskRepository for DieselTaskStore {
         fields(backend = self.backend.name(), task_id = id.get())
     )]
     async fn get(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
-        let row: Option<Row> = with_conn!(self, |conn| {
-            tasks::table
-                .filter(tasks::id.eq(id.get()))
-                .filter(tasks::user_id.eq(owner.as_str()))
-                .select(columns!(tasks))
-                .first::<Row>(conn)
-                .await
-                .optional()
-        })?;
-        row.map(|r| into_task(r, owner)).transpose()
+        if let Some(replica) = self.replica.as_ref().filter(|r| r.serves(owner)) {
+            match replica.store.get_here(owner, id).await {
+                Ok(task) => return Ok(task),
+                Err(e) => replica.failed(&e),
+            }
+        }
+        self.get_here(owner, id).await
     }
 
     #[tracing::instrument(
@@ -114,6 +98,7 @@ impl TaskRepository for DieselTaskStore {
         task: NewTask,
         max_tasks: u32,
     ) -> Result<Option<Task>, RepoError> {
+        let _writing = self.writing(owner);
         use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, TimestamptzSqlite};
         let now = tasks_domain::now();
         let title = task.title.as_str();
@@ -164,6 +149,7 @@ impl TaskRepository for DieselTaskStore {
         id: TaskId,
         patch: TaskPatch,
     ) -> Result<Option<Task>, RepoError> {
+        let _writing = self.writing(owner);
         let now = tasks_domain::now();
         let title = patch.title.as_ref().map(Title::as_str);
         let description = patch
@@ -198,6 +184,7 @@ impl TaskRepository for DieselTaskStore {
         fields(backend = self.backend.name(), task_id = id.get())
     )]
     async fn toggle(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
+        let _writing = self.writing(owner);
         let now = tasks_domain::now();
         let row: Option<Row> = with_conn!(self, |conn| {
             diesel::update(
@@ -225,6 +212,7 @@ impl TaskRepository for DieselTaskStore {
         fields(backend = self.backend.name(), task_id = id.get())
     )]
     async fn delete(&self, owner: &OwnerId, id: TaskId) -> Result<bool, RepoError> {
+        let _writing = self.writing(owner);
         use diesel::sql_types::{BigInt, Text};
         let deleted: i64 = match &self.backend {
             Backend::Postgres { pool, tls } => {
@@ -268,6 +256,76 @@ impl TaskRepository for DieselTaskStore {
             )));
         }
         with_conn!(self, |conn| conn.batch_execute("SELECT 1").await)
+    }
+}
+
+/// The reads, on whichever server `self` is (the primary, or the replica's
+/// own store); the trait methods above choose.
+impl DieselTaskStore {
+    async fn list_here(
+        &self,
+        owner: &OwnerId,
+        filter: StatusFilter,
+        before: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>, RepoError> {
+        // `id <= before - 1` rather than an optional `id < before`: one
+        // statement shape per filter, each a cached prepared statement.
+        let up_to = before.map_or(i64::MAX, |id| id.get() - 1);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<Row> = with_conn!(self, |conn| {
+            let mine = tasks::table
+                .filter(tasks::user_id.eq(owner.as_str()))
+                .filter(tasks::id.le(up_to))
+                .select(columns!(tasks))
+                .order(tasks::id.desc())
+                .limit(limit);
+            match filter.completed() {
+                None => mine.load::<Row>(conn).await,
+                Some(completed) => {
+                    mine.filter(tasks::completed.eq(completed))
+                        .load::<Row>(conn)
+                        .await
+                }
+            }
+        })?;
+        into_tasks(rows, owner)
+    }
+
+    async fn get_here(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
+        let row: Option<Row> = with_conn!(self, |conn| {
+            tasks::table
+                .filter(tasks::id.eq(id.get()))
+                .filter(tasks::user_id.eq(owner.as_str()))
+                .select(columns!(tasks))
+                .first::<Row>(conn)
+                .await
+                .optional()
+        })?;
+        row.map(|r| into_task(r, owner)).transpose()
+    }
+
+    /// Held for the whole of a write: its drop records the write's end for
+    /// the replica's read-your-writes, on every path out (success, error,
+    /// or the request dropped mid-query, when the write may still commit).
+    fn writing<'a>(&'a self, owner: &'a OwnerId) -> Writing<'a> {
+        Writing {
+            replica: self.replica.as_deref(),
+            owner,
+        }
+    }
+}
+
+struct Writing<'a> {
+    replica: Option<&'a replica::Replica>,
+    owner: &'a OwnerId,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(replica) = self.replica {
+            replica.wrote(self.owner);
+        }
     }
 }
 

@@ -26,9 +26,33 @@ impl PgConnector {
     /// The URL is not a valid PostgreSQL connection string, or names an
     /// `sslmode` this build does not know.
     pub fn new(url: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
+        Self::for_var(url, "DATABASE_URL", connect_timeout)
+    }
+
+    /// As [`Self::new`], for the URL of the variable `var` (named in errors).
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn for_var(url: &str, var: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
-            target: PgTarget::parse(url, "DATABASE_URL", connect_timeout, "tasks-server")?,
+            target: PgTarget::parse(url, var, connect_timeout, "tasks-server")?,
         })
+    }
+
+    /// Opens a bare tokio-postgres client (its connection driven by a task
+    /// of its own), for the replica's LSN probes: simple-protocol queries
+    /// that work through any pooler.
+    ///
+    /// # Errors
+    /// Connecting or the TLS handshake failed.
+    pub async fn client(&self) -> Result<tokio_postgres::Client, ConnectionError> {
+        let (client, connection) = self.open().await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL probe connection closed");
+            }
+        });
+        Ok(client)
     }
 
     /// The TLS set-up, for cancel requests.

@@ -174,15 +174,30 @@ pub struct DieselTaskStore {
     pub(crate) begin_pinned: String,
     /// When a write last failed for lack of disk space.
     disk_full_at: Mutex<Option<Instant>>,
+    /// The streaming standby that may serve reads (`DATABASE_READ_URL`).
+    pub(crate) replica: Option<Box<crate::replica::Replica>>,
 }
 
 impl DieselTaskStore {
     /// Builds the connection pool. No connection is opened yet, so the service
     /// can start while the database is still coming up.
     ///
+    /// With a read replica configured, it also starts the replica's
+    /// background sampler, so it must be called inside a Tokio runtime.
+    ///
     /// # Errors
-    /// The configuration is invalid (for example an unparseable URL).
+    /// The configuration is invalid (for example an unparseable URL, or a
+    /// read replica beside SQLite).
     pub fn connect(config: &StoreConfig) -> anyhow::Result<Self> {
+        let mut store = Self::open(config, "DATABASE_URL")?;
+        if let Some(read) = &config.read_replica {
+            store.replica = Some(Box::new(crate::replica::Replica::start(config, read)?));
+        }
+        Ok(store)
+    }
+
+    /// The pool of one server; `var` names its URL's variable in errors.
+    pub(crate) fn open(config: &StoreConfig, var: &str) -> anyhow::Result<Self> {
         let timeouts = deadpool::managed::Timeouts {
             wait: Some(config.connect_timeout),
             create: Some(config.connect_timeout),
@@ -190,7 +205,7 @@ impl DieselTaskStore {
         };
         let backend = match &config.location {
             DatabaseLocation::Postgres(url) => {
-                let connector = pg::PgConnector::new(url, config.connect_timeout)?;
+                let connector = pg::PgConnector::for_var(url, var, config.connect_timeout)?;
                 let tls = connector.tls();
                 let prepared = config.prepared_statements;
                 let session_timeouts = server_timeouts("SET", config.query_timeout);
@@ -279,6 +294,7 @@ impl DieselTaskStore {
                 server_timeouts("SET LOCAL", config.query_timeout)
             ),
             disk_full_at: Mutex::new(None),
+            replica: None,
         })
     }
 
@@ -346,6 +362,9 @@ impl DieselTaskStore {
 
     /// Closes every connection; later calls fail as `Unavailable`.
     pub fn close(&self) {
+        if let Some(replica) = &self.replica {
+            replica.close();
+        }
         match &self.backend {
             Backend::Postgres { pool: p, .. } => p.close(),
             Backend::Sqlite(p) => p.close(),

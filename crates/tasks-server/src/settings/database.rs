@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
-use tasks_store::{DatabaseLocation, StoreConfig};
+use tasks_store::{DatabaseLocation, ReadReplicaConfig, StoreConfig};
 
 use super::Raw;
 use super::parse::{boolean, non_empty, parse_or, seconds};
@@ -57,6 +57,11 @@ impl Database {
                 raw.database_prepared_statements.as_deref(),
                 true,
             )?,
+            read_replica: None,
+        };
+        let store = StoreConfig {
+            read_replica: read_replica(raw, &store.location)?,
+            ..store
         };
         Ok(Self {
             store,
@@ -68,6 +73,39 @@ impl Database {
             run_migrations: boolean("RUN_MIGRATIONS", raw.run_migrations.as_deref(), true)?,
         })
     }
+}
+
+/// `DATABASE_READ_URL` (a PostgreSQL standby of `DATABASE_URL`) and
+/// `DATABASE_READ_MAX_LAG`.
+fn read_replica(
+    raw: &Raw,
+    primary: &DatabaseLocation,
+) -> anyhow::Result<Option<ReadReplicaConfig>> {
+    let max_lag = seconds(
+        "DATABASE_READ_MAX_LAG",
+        raw.database_read_max_lag.as_deref(),
+        1.0,
+    )?;
+    let Some(url) = non_empty(raw.database_read_url.as_deref()) else {
+        return Ok(None);
+    };
+    if matches!(primary, DatabaseLocation::Sqlite(_)) {
+        bail!(
+            "DATABASE_READ_URL is set but DATABASE_URL is SQLite: read replicas need a PostgreSQL primary (unset DATABASE_READ_URL)"
+        );
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("DATABASE_READ_URL must start with postgres:// or postgresql://");
+    }
+    if max_lag < Duration::from_millis(100) {
+        bail!(
+            "DATABASE_READ_MAX_LAG must be at least 0.1 seconds (the replica is sampled every quarter of it)"
+        );
+    }
+    Ok(Some(ReadReplicaConfig {
+        url: url.to_owned(),
+        max_lag,
+    }))
 }
 
 /// `DATABASE_URL`: PostgreSQL, an SQLite file, or unset for `data_dir/tasks.db`.
@@ -106,5 +144,45 @@ mod tests {
             s.store.location,
             DatabaseLocation::Sqlite("var/t.db".into())
         );
+    }
+
+    #[test]
+    fn read_replica_settings() {
+        let s = Settings::from_pairs([
+            ("DATABASE_URL", "postgres://u@primary/db"),
+            ("DATABASE_READ_URL", "postgres://u:secret@standby/db"),
+            ("DATABASE_READ_MAX_LAG", "0.5"),
+        ])
+        .unwrap();
+        let read = s.store.read_replica.unwrap();
+        assert_eq!(read.max_lag, std::time::Duration::from_millis(500));
+        assert!(!format!("{read:?}").contains("secret"));
+        let s = Settings::from_pairs([("DATABASE_URL", "postgres://u@primary/db")]).unwrap();
+        assert!(s.store.read_replica.is_none());
+
+        for (pairs, named) in [
+            (
+                vec![("DATABASE_READ_URL", "postgres://u@standby/db")],
+                "DATABASE_READ_URL",
+            ),
+            (
+                vec![
+                    ("DATABASE_URL", "postgres://u@primary/db"),
+                    ("DATABASE_READ_URL", "mysql://standby/db"),
+                ],
+                "DATABASE_READ_URL",
+            ),
+            (
+                vec![
+                    ("DATABASE_URL", "postgres://u@primary/db"),
+                    ("DATABASE_READ_URL", "postgres://u@standby/db"),
+                    ("DATABASE_READ_MAX_LAG", "0.01"),
+                ],
+                "DATABASE_READ_MAX_LAG",
+            ),
+        ] {
+            let err = Settings::from_pairs(pairs).err().unwrap().to_string();
+            assert!(err.contains(named), "{err}");
+        }
     }
 }

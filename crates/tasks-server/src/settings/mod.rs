@@ -44,6 +44,8 @@ struct Raw {
     database_query_timeout: Option<String>,
     database_prepared_statements: Option<String>,
     database_startup_timeout: Option<String>,
+    database_read_url: Option<String>,
+    database_read_max_lag: Option<String>,
     run_migrations: Option<String>,
     jwt_secret: Option<String>,
     better_auth_secret: Option<String>,
