@@ -269,7 +269,9 @@ async fn last_standby_read(cluster: &Cluster) -> Option<String> {
 }
 
 async fn service(cluster: &Cluster) -> TestApp {
-    let (db, _) = TestDb::create(Backend::Sqlite).await; // an unused guard; the data is on the cluster
+    // The data lives on the private cluster; the app's database guard is an
+    // empty temp directory.
+    let (db, _) = TestDb::create(Backend::Sqlite).await;
     let url = cluster.primary_url();
     let read_url = cluster.standby_url();
     TestApp::spawn_on(
@@ -333,12 +335,10 @@ async fn write_then_read(app: &TestApp, writer: &str, round: usize) {
     assert!(!list_ids(app, writer).await.contains(&id));
 }
 
-fn start_cluster() -> impl std::future::Future<Output = Cluster> {
-    async {
-        let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
-        cluster.wait_streaming().await;
-        cluster
-    }
+async fn start_cluster() -> Cluster {
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    cluster.wait_streaming().await;
+    cluster
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +363,39 @@ async fn a_stopped_standby_never_fails_a_read_and_serves_again_once_back() {
     let (writer, reader) = (token_for("writer"), token_for("reader"));
     app.create_ok(&reader, "mine").await;
     until_standby_serves(&app, &cluster, &reader).await;
+
+    // The standby refuses new connections and drops the service's read
+    // connections, while the sampler's probe (connected before) still finds
+    // it caught up: every read routed there fails and is retried on the
+    // primary.
+    let (admin, conn) = tokio_postgres::connect(&cluster.standby_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let hba = cluster.root.join("standby").join("pg_hba.conf");
+    let allowed = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, "host all all 0.0.0.0/0 reject\n").unwrap();
+    admin.simple_query("SELECT pg_reload_conf()").await.unwrap();
+    let killed = admin
+        .simple_query(
+            r#"SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE pid <> pg_backend_pid() AND application_name = 'tasks-server'
+                 AND query LIKE '%FROM "tasks"%'"#,
+        )
+        .await
+        .unwrap();
+    assert!(
+        killed.len() > 1,
+        "the service had read connections on the standby"
+    );
+    for _ in 0..10 {
+        let listed = app.list(&reader, "").await;
+        assert_eq!(listed.status(), 200, "a read the standby refused");
+        assert_eq!(listed.json::<Vec<Value>>().await.unwrap().len(), 1);
+    }
+    std::fs::write(&hba, allowed).unwrap();
+    admin.simple_query("SELECT pg_reload_conf()").await.unwrap();
+    drop(admin);
 
     cluster.stop_standby().await;
     for round in 0..20 {
