@@ -89,10 +89,7 @@ async fn stalled_readers_of_a_maximal_list_stay_within_memory_and_are_cut_off() 
 
     // The hoarder's tasks, at the limit and at the maximum size, seeded in SQL
     // (creating them over HTTP is what the attacker did; it only takes longer).
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = helpers::connect_pg(&url).await;
     client
         .batch_execute(&format!(
             "INSERT INTO tasks (user_id, title, description)

@@ -4,6 +4,7 @@
 
 use utoipa::IntoResponses;
 
+use crate::dto::TaskResponse;
 use crate::error::ErrorBody;
 
 /// What any operation that needs a token may answer besides its own
@@ -40,3 +41,15 @@ pub struct TaskNotFound(pub ErrorBody);
 #[derive(IntoResponses)]
 #[response(status = 413, description = "Body too large")]
 pub struct BodyTooLarge(pub ErrorBody);
+
+/// The outcomes of a partial update (`PUT` and `PATCH` alike) besides the
+/// shared errors.
+#[derive(IntoResponses)]
+pub enum PartialUpdateResponses {
+    /// The updated task
+    #[response(status = 200)]
+    Updated(TaskResponse),
+    /// Invalid id or body
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+}

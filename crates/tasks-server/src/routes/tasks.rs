@@ -8,7 +8,9 @@ use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, JsonBody, TaskIdPath};
 use crate::routes::listing::{self, owned};
-use crate::routes::responses::{AuthenticatedErrors, BodyTooLarge, TaskNotFound};
+use crate::routes::responses::{
+    AuthenticatedErrors, BodyTooLarge, PartialUpdateResponses, TaskNotFound,
+};
 use crate::state::AppState;
 
 fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
@@ -103,13 +105,7 @@ pub async fn get_task(
     params(("id" = i64, Path, description = "Task id", minimum = 1)),
     request_body = UpdateTaskRequest,
     security(("bearer_auth" = [])),
-    responses(
-        (status = 200, description = "The updated task", body = TaskResponse),
-        (status = 400, description = "Invalid id or body", body = ErrorBody),
-        TaskNotFound,
-        BodyTooLarge,
-        AuthenticatedErrors,
-    )
+    responses(PartialUpdateResponses, TaskNotFound, BodyTooLarge, AuthenticatedErrors)
 )]
 pub async fn update_task(
     caller: Caller,
@@ -129,13 +125,7 @@ pub async fn update_task(
     params(("id" = i64, Path, description = "Task id", minimum = 1)),
     request_body = UpdateTaskRequest,
     security(("bearer_auth" = [])),
-    responses(
-        (status = 200, description = "The updated task", body = TaskResponse),
-        (status = 400, description = "Invalid id or body", body = ErrorBody),
-        TaskNotFound,
-        BodyTooLarge,
-        AuthenticatedErrors,
-    )
+    responses(PartialUpdateResponses, TaskNotFound, BodyTooLarge, AuthenticatedErrors)
 )]
 pub async fn patch_task(
     caller: Caller,

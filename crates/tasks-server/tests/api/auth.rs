@@ -174,15 +174,8 @@ async fn better_auth_secret_does_not_bypass_sessions_or_jwks(backend: Backend) {
         BETTER_AUTH_SECRET.as_bytes(),
     );
     // Better Auth's database: its tables must exist, or start-up stops.
-    let (_ba_db, sessions) = crate::helpers::TestDb::create(Backend::Postgres).await;
-    let (client, conn) = tokio_postgres::connect(&sessions, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(crate::helpers::BETTER_AUTH_SCHEMA)
-        .await
-        .unwrap();
+    let (_ba_db, sessions, _client) =
+        crate::helpers::auth_database(Backend::Postgres, crate::helpers::BETTER_AUTH_SCHEMA).await;
     for mode in [
         ("BETTER_AUTH_DATABASE_URL", sessions.as_str()),
         ("BETTER_AUTH_URL", "http://127.0.0.1:9"),

@@ -20,11 +20,7 @@ on_both_backends!(
 );
 
 async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(conn);
-    client
+    crate::helpers::connect_pg(url).await
 }
 
 /// The test database as the service sees it, but directly (not through

@@ -148,6 +148,36 @@ pub fn init_test_log() {
     });
 }
 
+/// A client of the PostgreSQL database at `url`, its connection driven in
+/// the background.
+pub async fn connect_pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test database: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Better Auth's database (PostgreSQL; through PgBouncer for that backend)
+/// with `schema` applied: the guard, its URL and a client.
+pub async fn auth_database(
+    backend: Backend,
+    schema: &str,
+) -> (TestDb, String, tokio_postgres::Client) {
+    let via = if backend == Backend::PgBouncer {
+        Backend::PgBouncer
+    } else {
+        Backend::Postgres
+    };
+    let (db, url) = TestDb::create(via).await;
+    let client = connect_pg(&url).await;
+    client
+        .batch_execute(schema)
+        .await
+        .expect("apply the Better Auth schema");
+    (db, url, client)
+}
+
 /// A database that is dropped when the guard is.
 pub enum TestDb {
     Postgres { name: String },

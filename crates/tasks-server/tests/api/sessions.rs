@@ -9,25 +9,8 @@ use reqwest::Method;
 use serde_json::json;
 use tasks_server::{Application, Settings};
 
-use crate::helpers::{Backend, SECRET, TestApp, TestDb, assert_error};
+use crate::helpers::{Backend, SECRET, TestApp, TestDb, assert_error, auth_database};
 use crate::on_both_backends;
-
-/// Better Auth's database (PostgreSQL; through PgBouncer for that backend)
-/// with `schema` applied and nothing else.
-async fn auth_database(backend: Backend, schema: &str) -> (TestDb, String, tokio_postgres::Client) {
-    let via = if backend == Backend::PgBouncer {
-        Backend::PgBouncer
-    } else {
-        Backend::Postgres
-    };
-    let (db, url) = TestDb::create(via).await;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(schema).await.unwrap();
-    (db, url, client)
-}
 
 /// Better Auth's Drizzle adapter with `usePlural: true` and snake_case
 /// columns; `timestamp` without time zone, as Drizzle's `timestamp()`.
@@ -357,20 +340,7 @@ async fn cookies_are_ignored_unless_enabled(backend: Backend) {
 /// PgBouncer for that backend), with one session per user id; returns the
 /// database guard and its URL.
 async fn better_auth_database(backend: Backend, users: &[(&str, &str)]) -> (TestDb, String) {
-    let via = if backend == Backend::PgBouncer {
-        Backend::PgBouncer
-    } else {
-        Backend::Postgres
-    };
-    let (db, url) = TestDb::create(via).await;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(crate::helpers::BETTER_AUTH_SCHEMA)
-        .await
-        .unwrap();
+    let (db, url, client) = auth_database(backend, crate::helpers::BETTER_AUTH_SCHEMA).await;
     for (i, (user, token)) in users.iter().enumerate() {
         client
             .execute(
