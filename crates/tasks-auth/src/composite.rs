@@ -213,43 +213,84 @@ impl CompositeVerifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Verified, VerifyError> {
+    /// The answer of the one verifier that judges `token`, and that
+    /// verifier's name (the `verifier` label of the metrics).
+    async fn verify_uncached(&self, token: &str) -> (&'static str, Result<Verified, VerifyError>) {
         if looks_like_jwt(token) {
-            let header = parse_header(token)?;
+            let header = match parse_header(token) {
+                Ok(header) => header,
+                Err(e) => return ("none", Err(e)),
+            };
             if header.alg.starts_with("HS") {
                 return match &self.hs256 {
-                    Some(v) => v.verify_detailed(token),
-                    None => Err(VerifyError::rejected(
-                        "token algorithm is not accepted: shared-secret (HS*) tokens are not configured",
-                    )),
+                    Some(v) => ("hs256", v.verify_detailed(token)),
+                    None => (
+                        "none",
+                        Err(VerifyError::rejected(
+                            "token algorithm is not accepted: shared-secret (HS*) tokens are not configured",
+                        )),
+                    ),
                 };
             }
             return match &self.jwks {
-                Some(v) => v.verify_detailed(token).await,
-                None => Err(VerifyError::rejected(
-                    "token algorithm is not accepted: public-key tokens are not configured",
-                )),
+                Some(v) => ("jwks", v.verify_detailed(token).await),
+                None => (
+                    "none",
+                    Err(VerifyError::rejected(
+                        "token algorithm is not accepted: public-key tokens are not configured",
+                    )),
+                ),
             };
         }
         match &self.session {
-            Some(v) => v.verify_detailed(token).await,
-            None => Err(VerifyError::rejected("bearer token is not a JWT")),
+            Some(v) => ("session", v.verify_detailed(token).await),
+            None => (
+                "none",
+                Err(VerifyError::rejected("bearer token is not a JWT")),
+            ),
         }
     }
+}
+
+/// `auth_verifications_total{verifier, outcome}`: one per token that reached
+/// a verifier (cache hits are counted apart). `verifier` is `hs256`, `jwks`,
+/// `session`, or `none` for a token no configured verifier could take.
+fn record_verification(verifier: &'static str, error: Option<&VerifyError>) {
+    let outcome = match error {
+        None => "ok",
+        Some(VerifyError::Rejected(_)) => "rejected",
+        Some(VerifyError::Unavailable(_)) => "unavailable",
+    };
+    metrics::counter!("auth_verifications_total", "verifier" => verifier, "outcome" => outcome)
+        .increment(1);
+}
+
+/// `auth_token_cache_total{result}`: `hit` or `miss` of the verified-token cache.
+fn record_cache(result: &'static str) {
+    metrics::counter!("auth_token_cache_total", "result" => result).increment(1);
 }
 
 #[async_trait]
 impl TokenVerifier for CompositeVerifier {
     async fn verify(&self, token: &str) -> Result<OwnerId, VerifyError> {
-        precheck(token)?;
+        if let Err(e) = precheck(token) {
+            record_verification("none", Some(&e));
+            return Err(e);
+        }
         if !self.cache.enabled() {
-            return self.verify_uncached(token).await.map(|v| v.owner);
+            let (verifier, result) = self.verify_uncached(token).await;
+            record_verification(verifier, result.as_ref().err());
+            return result.map(|v| v.owner);
         }
         let key = token_hash(token);
         if let Some(owner) = self.cache.get(&key) {
+            record_cache("hit");
             return Ok(owner);
         }
-        let verified = self.verify_uncached(token).await?;
+        record_cache("miss");
+        let (verifier, result) = self.verify_uncached(token).await;
+        record_verification(verifier, result.as_ref().err());
+        let verified = result?;
         self.cache
             .insert(key, verified.owner.clone(), verified.valid_until);
         Ok(verified.owner)

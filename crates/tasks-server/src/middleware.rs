@@ -92,6 +92,7 @@ pub async fn request_context(
         route = tracing::field::Empty,
     );
     let started = Instant::now();
+    let method = req.method().clone();
     let request_body = share_request_body(&mut req);
     let mut res = match oversized_head(&req) {
         Some(rejection) => req.into_response(rejection),
@@ -111,7 +112,15 @@ pub async fn request_context(
         res = res.into_response(replacement);
     }
     let is_docs_page = res.request().path().starts_with("/docs/");
-    if let Some(pattern) = res.request().match_pattern() {
+    // A resource that also matches with a trailing slash reports that
+    // pattern first; the route is the same either way.
+    let route = res.request().match_pattern().map(|mut pattern| {
+        if pattern.len() > 1 && pattern.ends_with('/') {
+            pattern.pop();
+        }
+        pattern
+    });
+    if let Some(pattern) = &route {
         span.record("route", pattern.as_str());
     }
     let headers = res.headers_mut();
@@ -130,7 +139,9 @@ pub async fn request_context(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(if is_docs_page { DOCS_CSP } else { API_CSP }),
     );
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    crate::metrics::record_request(&method, route, status, took);
+    let latency_ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), latency_ms, "request finished");

@@ -66,6 +66,7 @@ impl RateLimiter {
             self.enforce_cap();
         }
         outcome.map_err(|not_until| {
+            crate::metrics::record_rate_limited("local");
             let wait = not_until.wait_time_from(limiter.clock().now());
             wait.as_secs_f64().ceil().max(1.0) as u64
         })

@@ -28,6 +28,8 @@ use crate::state::AppState;
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `/metrics` listener's port and server, when `METRICS_PORT` is set.
+    metrics: Option<(u16, Server)>,
 }
 
 impl Application {
@@ -48,13 +50,13 @@ impl Application {
                     .display()
             );
         }
-        let store = DieselTaskStore::connect(&settings.store)?;
+        let store = Arc::new(DieselTaskStore::connect(&settings.store)?);
         if settings.run_migrations {
             migrate_with_retry(&settings).await?;
         }
         let verifier = build_verifier(&settings)?;
         let state = web::Data::new(AppState {
-            repo: Arc::new(store),
+            repo: Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>,
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
             rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
@@ -83,6 +85,29 @@ impl Application {
             "tasks service listening; API docs at /docs/"
         );
 
+        let metrics = match &settings.fleet.metrics {
+            None => None,
+            Some(m) => {
+                let handle = crate::metrics::install()?;
+                let listener = TcpListener::bind((m.host, m.port)).with_context(|| {
+                    format!(
+                        "cannot listen on METRICS_HOST={} METRICS_PORT={}",
+                        m.host, m.port
+                    )
+                })?;
+                let address = listener.local_addr()?;
+                if !address.ip().is_loopback() {
+                    tracing::warn!(
+                        %address,
+                        "/metrics is served on a non-loopback address: make sure only your Prometheus can reach it"
+                    );
+                }
+                tracing::info!(%address, "Prometheus metrics at /metrics");
+                let server = crate::metrics::server(listener, handle, Arc::clone(&store))?;
+                Some((address.port(), server))
+            }
+        };
+
         let origins = settings.cors_origins.clone();
         let production = settings.production;
         let limit = BodyLimit(settings.max_body_bytes);
@@ -110,12 +135,22 @@ impl Application {
         .client_request_timeout(settings.client_request_timeout)
         .run();
 
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            metrics,
+        })
     }
 
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `/metrics` listener's port, when `METRICS_PORT` is set.
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     /// A handle to stop the server from elsewhere (tests, signal handlers).
@@ -130,7 +165,17 @@ impl Application {
     /// # Errors
     /// The server failed while running.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some((_, metrics)) = self.metrics else {
+            return self.server.await;
+        };
+        // The metrics server stops with the API server (it handles no
+        // signals itself), after the API's in-flight requests.
+        let metrics_handle = metrics.handle();
+        let metrics_task = tokio::spawn(metrics);
+        let result = self.server.await;
+        metrics_handle.stop(true).await;
+        let _ = metrics_task.await;
+        result
     }
 }
 

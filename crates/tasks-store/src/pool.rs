@@ -160,6 +160,39 @@ impl Backend {
     }
 }
 
+/// Records `db_query_duration_seconds{operation, backend}` when dropped: the
+/// wall time of one repository call, pool wait included, whatever its
+/// outcome. Through the `metrics` facade, which is a no-op until the
+/// application installs a recorder, so the store knows nothing of how (or
+/// whether) the numbers are exported.
+pub(crate) struct QueryTimer {
+    operation: &'static str,
+    backend: &'static str,
+    started: Instant,
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(
+            "db_query_duration_seconds",
+            "operation" => self.operation,
+            "backend" => self.backend
+        )
+        .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The connection pool's occupancy, for the pool gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub max_size: usize,
+    /// Connections open (idle or in use).
+    pub size: usize,
+    pub in_use: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
 /// After the database reports a full disk, `/ready` fails for this long
 /// (every further failed write extends it), so a load balancer steers
 /// traffic away; it then recovers by itself once writes succeed again.
@@ -303,6 +336,8 @@ impl DieselTaskStore {
                 Err(query_error(err))
             }
             Outcome::TimedOut { settled } => {
+                metrics::counter!("db_query_timeouts_total", "backend" => self.backend.name())
+                    .increment(1);
                 if !settled {
                     drop(deadpool::managed::Object::take(object));
                 }
@@ -342,6 +377,36 @@ impl DieselTaskStore {
             Backend::Sqlite(p) => p.status(),
         };
         (s.size, s.available)
+    }
+
+    /// The pool's occupancy right now.
+    #[must_use]
+    pub fn pool_stats(&self) -> PoolStats {
+        let s = match &self.backend {
+            Backend::Postgres { pool: p, .. } => p.status(),
+            Backend::Sqlite(p) => p.status(),
+        };
+        PoolStats {
+            max_size: s.max_size,
+            size: s.size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
+    }
+
+    /// The backend's name: `postgres` or `sqlite`.
+    #[must_use]
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Starts timing one repository call named `operation`.
+    pub(crate) fn timer(&self, operation: &'static str) -> QueryTimer {
+        QueryTimer {
+            operation,
+            backend: self.backend.name(),
+            started: Instant::now(),
+        }
     }
 
     /// Closes every connection; later calls fail as `Unavailable`.

@@ -19,11 +19,13 @@ use tasks_store::StoreConfig;
 
 mod auth;
 mod database;
+mod fleet;
 mod http;
 mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
+pub use fleet::{FleetSettings, MetricsListener};
 pub use logging::LogFormat;
 
 use parse::non_empty;
@@ -74,6 +76,8 @@ struct Raw {
     max_tasks_per_user: Option<String>,
     client_write_timeout: Option<String>,
     rate_limit_max_keys: Option<String>,
+    metrics_port: Option<String>,
+    metrics_host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +116,8 @@ pub struct Settings {
     pub client_write_timeout: Duration,
     /// Most users the rate limiter remembers (`RATE_LIMIT_MAX_KEYS`).
     pub rate_limit_max_keys: usize,
+    /// Metrics, shared rate limits, traces (`settings/fleet.rs`).
+    pub fleet: FleetSettings,
 }
 
 impl Settings {
@@ -182,6 +188,7 @@ impl Settings {
         let cors_origins = http::cors_origins(&raw)?;
         let logging = logging::Logging::parse(&raw, production)?;
         let limits = http::Limits::parse(&raw)?;
+        let fleet = FleetSettings::parse(&raw)?;
         Ok(Self {
             production,
             host: listener.host,
@@ -205,6 +212,7 @@ impl Settings {
             max_tasks_per_user: limits.max_tasks_per_user,
             client_write_timeout: limits.client_write_timeout,
             rate_limit_max_keys: limits.rate_limit_max_keys,
+            fleet,
         })
     }
 
