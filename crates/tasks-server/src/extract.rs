@@ -34,7 +34,7 @@ impl FromRequest for Caller {
             let token = token?;
             let owner = state.verifier.verify(&token).await?;
             if let Some(limiter) = &state.rate_limiter {
-                limiter.check(&owner).map_err(ApiError::RateLimited)?;
+                limiter.check(&owner).await.map_err(ApiError::RateLimited)?;
             }
             // Another user's id in the path answers exactly as a task that
             // does not exist: nothing tells a prober whether that user exists.

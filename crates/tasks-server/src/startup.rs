@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::extract::{BodyLimit, BodyTimeout};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, RedisLimiter, UserRateLimit};
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -59,15 +59,7 @@ impl Application {
             repo: Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>,
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
-            rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
-                let limiter = Arc::new(RateLimiter::new(
-                    per_minute,
-                    settings.rate_limit_burst.unwrap_or(per_minute),
-                    settings.rate_limit_max_keys,
-                ));
-                limiter.spawn_housekeeping();
-                limiter
-            }),
+            rate_limiter: rate_limit(&settings)?,
         });
 
         let listener =
@@ -177,6 +169,35 @@ impl Application {
         let _ = metrics_task.await;
         result
     }
+}
+
+/// The per-user rate limit, when `RATE_LIMIT_PER_MINUTE` is set: shared
+/// through Redis when `RATE_LIMIT_REDIS_URL` is set too.
+fn rate_limit(settings: &Settings) -> anyhow::Result<Option<Arc<UserRateLimit>>> {
+    let Some(per_minute) = settings.rate_limit_per_minute else {
+        return Ok(None);
+    };
+    let burst = settings.rate_limit_burst.unwrap_or(per_minute);
+    let local = Arc::new(RateLimiter::new(
+        per_minute,
+        burst,
+        settings.rate_limit_max_keys,
+    ));
+    local.spawn_housekeeping();
+    let shared = match &settings.fleet.rate_limit_redis {
+        None => None,
+        Some(redis) => {
+            use secrecy::ExposeSecret as _;
+            tracing::info!(
+                redis = %tasks_store::redact_url(redis.url.expose_secret()),
+                prefix = %redis.prefix,
+                timeout_ms = redis.timeout.as_millis(),
+                "per-user rate limit shared through Redis (the local limiter answers while Redis does not)"
+            );
+            Some(RedisLimiter::new(redis, per_minute, burst)?)
+        }
+    };
+    Ok(Some(Arc::new(UserRateLimit::new(local, shared))))
 }
 
 /// Disconnects a client that reads nothing for `timeout`.

@@ -25,7 +25,7 @@ mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
-pub use fleet::{FleetSettings, MetricsListener};
+pub use fleet::{FleetSettings, MetricsListener, RedisLimit};
 pub use logging::LogFormat;
 
 use parse::non_empty;
@@ -78,6 +78,9 @@ struct Raw {
     rate_limit_max_keys: Option<String>,
     metrics_port: Option<String>,
     metrics_host: Option<String>,
+    rate_limit_redis_url: Option<String>,
+    rate_limit_redis_prefix: Option<String>,
+    rate_limit_redis_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,7 +191,7 @@ impl Settings {
         let cors_origins = http::cors_origins(&raw)?;
         let logging = logging::Logging::parse(&raw, production)?;
         let limits = http::Limits::parse(&raw)?;
-        let fleet = FleetSettings::parse(&raw)?;
+        let fleet = FleetSettings::parse(&raw, limits.rate_limit_per_minute.is_some())?;
         Ok(Self {
             production,
             host: listener.host,
