@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -49,12 +50,15 @@ PAD = max(4, len(str(USERS)))
 DURATION = env_int("BENCH_DURATION", 3 if QUICK else 15)
 WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 3)
 CONNS = [int(c) for c in env_list("BENCH_CONNS", "64,256")]
-SCENARIOS = env_list("BENCH_SCENARIOS", "list,list+metrics,get,mixed,create,list10k")
+SCENARIOS = env_list("BENCH_SCENARIOS", "list,list+metrics,list+traces,get,mixed,create,list10k")
 # A scenario `BASE+VARIANT` runs BASE's load against a server with VARIANT
 # switched on (`list+metrics`: METRICS_PORT set, /metrics scraped once at the
-# end); the report gives its throughput as a ratio of BASE's, same run.
-VARIANTS = {"metrics"}
+# end; `list+traces`: OTLP export to a sink in this process, which must have
+# received spans by the end); the report gives its throughput as a ratio of
+# BASE's, same run.
+VARIANTS = {"metrics", "traces"}
 METRICS_PORT = env_int("BENCH_METRICS_PORT", 18081)
+OTLP_PORT = env_int("BENCH_OTLP_PORT", 18082)
 # list10k: one user at the default task limit (MAX_TASKS_PER_USER), whose list
 # the service streams in keyset batches.
 HOARDER = "bench-hoarder"
@@ -282,9 +286,45 @@ def split_scenario(scenario: str) -> tuple[str, str]:
     return base, variant
 
 
+class OtlpSink:
+    """Accepts OTLP/HTTP exports on 127.0.0.1 and counts them (bytes are dropped)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.exports += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((HOST, OTLP_PORT), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+_SINK: OtlpSink | None = None
+
+
+def otlp_sink() -> OtlpSink:
+    global _SINK
+    if _SINK is None:
+        _SINK = OtlpSink()
+    return _SINK
+
+
 def variant_env(variant: str) -> dict[str, str]:
     if variant == "metrics":
         return {"METRICS_PORT": str(METRICS_PORT), "METRICS_HOST": HOST}
+    if variant == "traces":
+        otlp_sink().exports = 0
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{OTLP_PORT}"}
     return {}
 
 
@@ -298,6 +338,8 @@ def check_variant(variant: str) -> None:
         c.close()
         if r.status != 200 or "http_requests_total" not in body:
             raise RuntimeError(f"/metrics on port {METRICS_PORT} answered {r.status} without request counts")
+    if variant == "traces" and otlp_sink().exports == 0:
+        raise RuntimeError(f"no OTLP export reached the sink on port {OTLP_PORT}")
 
 
 def run_wrk(scenario: str, conns: int, duration: int, lua_data: Path, out: Path) -> dict:

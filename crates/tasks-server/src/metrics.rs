@@ -121,16 +121,7 @@ fn describe() {
 
 /// Records one answered request. `route` is the matched pattern.
 pub fn record_request(method: &Method, route: Option<String>, status: StatusCode, took: Duration) {
-    let method = match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::HEAD => "HEAD",
-        _ => "other",
-    };
+    let method = method_label(method);
     let status = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -146,6 +137,21 @@ pub fn record_request(method: &Method, route: Option<String>, status: StatusCode
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(took.as_secs_f64());
+}
+
+/// A bounded name for `method`: the methods the API knows, else `other`.
+#[must_use]
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
 }
 
 /// Records a request refused by the rate limit; `limiter` is `local` or `redis`.

@@ -1,7 +1,8 @@
 //! The fleet section: what an operator of several instances needs. The
 //! Prometheus metrics listener (`METRICS_PORT`, `METRICS_HOST`) and the rate
 //! limit shared through Redis (`RATE_LIMIT_REDIS_URL`, `_PREFIX`,
-//! `_TIMEOUT`). Everything here is off by default.
+//! `_TIMEOUT`), the OpenTelemetry trace export (`OTEL_EXPORTER_OTLP_ENDPOINT`
+//! and the standard `OTEL_*` variables). Everything here is off by default.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -34,12 +35,23 @@ pub struct RedisLimit {
     pub timeout: Duration,
 }
 
+/// Where spans are exported, over OTLP HTTP/protobuf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traces {
+    /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`.
+    pub endpoint: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FleetSettings {
     /// `None` (no `METRICS_PORT`): no metrics are recorded or served.
     pub metrics: Option<MetricsListener>,
     /// `None` (no `RATE_LIMIT_REDIS_URL`): each instance limits on its own.
     pub rate_limit_redis: Option<RedisLimit>,
+    /// `None` (no OTLP endpoint, or `OTEL_SDK_DISABLED=true`, or
+    /// `OTEL_TRACES_EXPORTER=none`): no spans leave the process.
+    pub traces: Option<Traces>,
 }
 
 impl FleetSettings {
@@ -91,8 +103,66 @@ impl FleetSettings {
         Ok(Self {
             metrics,
             rate_limit_redis,
+            traces: traces(raw)?,
         })
     }
+}
+
+/// The OTLP trace export, from the standard variables. The SDK itself reads
+/// the others (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`) from the environment.
+fn traces(raw: &Raw) -> anyhow::Result<Option<Traces>> {
+    let disabled =
+        super::parse::boolean("OTEL_SDK_DISABLED", raw.otel_sdk_disabled.as_deref(), false)?;
+    match non_empty(raw.otel_traces_exporter.as_deref()) {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => bail!("OTEL_TRACES_EXPORTER must be \"otlp\" or \"none\" (got {other:?})"),
+    }
+    for (name, value) in [
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            &raw.otel_exporter_otlp_traces_protocol,
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            &raw.otel_exporter_otlp_protocol,
+        ),
+    ] {
+        match non_empty(value.as_deref()) {
+            None | Some("http/protobuf") => {}
+            Some(other) => bail!(
+                "{name} must be \"http/protobuf\", the one OTLP protocol this service speaks (got {other:?})"
+            ),
+        }
+    }
+    let endpoint = match (
+        non_empty(raw.otel_exporter_otlp_traces_endpoint.as_deref()),
+        non_empty(raw.otel_exporter_otlp_endpoint.as_deref()),
+    ) {
+        (Some(traces), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.to_owned()),
+        (None, Some(base)) => (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("{}/v1/traces", base.trim_end_matches('/')),
+        ),
+        (None, None) => return Ok(None),
+    };
+    let (name, url) = endpoint;
+    let rest = url.strip_prefix("http://");
+    if url.starts_with("https://") {
+        bail!(
+            "{name} must be an http:// URL: the exporter is built without TLS; send to a collector on the same host or network (got {})",
+            tasks_store::redact_url(&url)
+        );
+    }
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        bail!(
+            "{name} must be an http:// URL (got {})",
+            tasks_store::redact_url(&url)
+        );
+    }
+    Ok((!disabled).then_some(Traces { endpoint: url }))
 }
 
 #[cfg(test)]
@@ -132,6 +202,50 @@ mod tests {
         );
         let slow = err(&[limit, url, ("RATE_LIMIT_REDIS_TIMEOUT", "0")]);
         assert!(slow.contains("RATE_LIMIT_REDIS_TIMEOUT"));
+    }
+
+    #[test]
+    fn traces_follow_the_standard_otel_variables() {
+        assert!(Settings::from_pairs([]).unwrap().fleet.traces.is_none());
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/");
+        let s = Settings::from_pairs([base]).unwrap();
+        assert_eq!(
+            s.fleet.traces.unwrap().endpoint,
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        let own = (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4318/custom",
+        );
+        let s = Settings::from_pairs([base, own]).unwrap();
+        assert_eq!(
+            s.fleet.traces.unwrap().endpoint,
+            "http://collector:4318/custom"
+        );
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert!(
+                Settings::from_pairs([base, off])
+                    .unwrap()
+                    .fleet
+                    .traces
+                    .is_none()
+            );
+        }
+        let grpc = err(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert!(grpc.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{grpc}");
+        let tls = err(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://u:pw@otel.example")]);
+        assert!(
+            tls.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && !tls.contains("pw"),
+            "{tls}"
+        );
+        assert!(
+            err(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")])
+                .contains("OTEL_EXPORTER_OTLP_ENDPOINT")
+        );
+        assert!(err(&[base, ("OTEL_TRACES_EXPORTER", "jaeger")]).contains("OTEL_TRACES_EXPORTER"));
     }
 
     #[test]

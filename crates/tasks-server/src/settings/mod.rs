@@ -25,7 +25,7 @@ mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
-pub use fleet::{FleetSettings, MetricsListener, RedisLimit};
+pub use fleet::{FleetSettings, MetricsListener, RedisLimit, Traces};
 pub use logging::LogFormat;
 
 use parse::non_empty;
@@ -81,6 +81,12 @@ struct Raw {
     rate_limit_redis_url: Option<String>,
     rate_limit_redis_prefix: Option<String>,
     rate_limit_redis_timeout: Option<String>,
+    otel_exporter_otlp_endpoint: Option<String>,
+    otel_exporter_otlp_traces_endpoint: Option<String>,
+    otel_exporter_otlp_protocol: Option<String>,
+    otel_exporter_otlp_traces_protocol: Option<String>,
+    otel_traces_exporter: Option<String>,
+    otel_sdk_disabled: Option<String>,
 }
 
 #[derive(Debug, Clone)]
