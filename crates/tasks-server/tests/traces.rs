@@ -31,7 +31,8 @@ use tasks_server::settings::Traces;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-type Received = Arc<Mutex<Vec<Span>>>;
+/// Each export's service name and spans.
+type Received = Arc<Mutex<Vec<(String, Span)>>>;
 
 /// Accepts OTLP/HTTP protobuf exports at `/v1/traces`; returns its port.
 fn receiver(received: Received) -> u16 {
@@ -45,12 +46,19 @@ fn receiver(received: Received) -> u16 {
                 let received = Arc::clone(&received);
                 async move {
                     let export = ExportTraceServiceRequest::decode(body).unwrap();
-                    let spans = export
-                        .resource_spans
-                        .into_iter()
-                        .flat_map(|r| r.scope_spans)
-                        .flat_map(|s| s.spans);
-                    received.lock().unwrap().extend(spans);
+                    let mut received = received.lock().unwrap();
+                    for resource in export.resource_spans {
+                        let service = resource
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|kv| kv.key == "service.name")
+                            .map(|kv| text(kv.value.as_ref()))
+                            .unwrap_or_default();
+                        for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                            received.push((service.clone(), span));
+                        }
+                    }
                     HttpResponse::Ok()
                         .content_type("application/x-protobuf")
                         .finish()
@@ -122,8 +130,9 @@ async fn a_request_with_traceparent_exports_a_request_span_with_database_childre
         guard
     });
     let guard = flushed.await.unwrap();
-    let spans = received.lock().unwrap().clone();
+    let (services, spans): (Vec<_>, Vec<_>) = received.lock().unwrap().iter().cloned().unzip();
     drop(guard);
+    assert!(services.iter().all(|s| s == "tasks-server"), "{services:?}");
 
     let trace = hex::decode(trace_id).unwrap();
     let request = spans
@@ -187,4 +196,81 @@ async fn a_request_with_traceparent_exports_a_request_span_with_database_childre
             "{forbidden:?} in {everything:?}"
         );
     }
+}
+
+/// The binary, configured only by the standard variables: spans reach the
+/// collector, with `OTEL_SERVICE_NAME`, and the ones still queued at SIGTERM
+/// are exported before the process exits (the batch delay is 5 s; the
+/// process stops well before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_through_the_otel_variables_and_flushes_on_exit() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let received = Received::default();
+    let otlp = receiver(Arc::clone(&received));
+    let dir = std::env::temp_dir().join(format!("tasks_traces_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = helpers::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tasks-server"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", port.to_string())
+        .env("DATA_DIR", &dir)
+        .env("JWT_SECRET", SECRET)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{otlp}"),
+        )
+        .env("OTEL_SERVICE_NAME", "tasks-e2e")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "5000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if line.contains("listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let res = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/tasks"))
+        .bearer_auth(helpers::token_for("e2e-user"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{status}");
+
+    let received = received.lock().unwrap().clone();
+    let trace = hex::decode(trace_id).unwrap();
+    let (service, request) = received
+        .iter()
+        .find(|(_, s)| s.name == "request" && s.trace_id == trace)
+        .unwrap_or_else(|| panic!("no request span of trace {trace_id}: {received:#?}"));
+    assert_eq!(service, "tasks-e2e");
+    assert!(
+        received
+            .iter()
+            .any(|(_, s)| s.name == "db.list" && s.parent_span_id == request.span_id),
+        "the list query under the request span"
+    );
 }
