@@ -194,6 +194,10 @@ pub struct CompositeVerifier {
     jwks: Option<JwksVerifier>,
     session: Option<SessionVerifier>,
     cache: ExpiringCache<OwnerId>,
+    /// `auth_token_cache_total{result="hit"|"miss"}`, taken once (no-ops
+    /// when no metrics recorder was installed before).
+    cache_hits: metrics::Counter,
+    cache_misses: metrics::Counter,
 }
 
 impl CompositeVerifier {
@@ -210,6 +214,8 @@ impl CompositeVerifier {
             jwks,
             session,
             cache: ExpiringCache::new(cache_size),
+            cache_hits: metrics::counter!("auth_token_cache_total", "result" => "hit"),
+            cache_misses: metrics::counter!("auth_token_cache_total", "result" => "miss"),
         }
     }
 
@@ -265,11 +271,6 @@ fn record_verification(verifier: &'static str, error: Option<&VerifyError>) {
         .increment(1);
 }
 
-/// `auth_token_cache_total{result}`: `hit` or `miss` of the verified-token cache.
-fn record_cache(result: &'static str) {
-    metrics::counter!("auth_token_cache_total", "result" => result).increment(1);
-}
-
 #[async_trait]
 impl TokenVerifier for CompositeVerifier {
     async fn verify(&self, token: &str) -> Result<OwnerId, VerifyError> {
@@ -284,10 +285,10 @@ impl TokenVerifier for CompositeVerifier {
         }
         let key = token_hash(token);
         if let Some(owner) = self.cache.get(&key) {
-            record_cache("hit");
+            self.cache_hits.increment(1);
             return Ok(owner);
         }
-        record_cache("miss");
+        self.cache_misses.increment(1);
         let (verifier, result) = self.verify_uncached(token).await;
         record_verification(verifier, result.as_ref().err());
         let verified = result?;

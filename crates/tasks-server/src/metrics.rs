@@ -17,6 +17,8 @@
 //! or `unmatched`), a fixed set of methods, status classes, operation and
 //! verifier names. No user id, task id or raw path is ever a label.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,7 +27,7 @@ use actix_web::dev::Server;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Counter, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tasks_store::DieselTaskStore;
 
@@ -119,8 +121,23 @@ fn describe() {
     );
 }
 
+/// Most series of request metrics a worker thread keeps handles for; past
+/// it (which bounded labels cannot reach) handles are looked up each time.
+const MAX_CACHED_SERIES: usize = 1024;
+
+/// Route pattern -> (method, status class) -> handles.
+type SeriesCache = HashMap<String, HashMap<(&'static str, &'static str), (Counter, Histogram)>>;
+
+thread_local! {
+    /// Handles of the request series this worker thread has recorded, so a
+    /// request costs two small map lookups instead of a registry lookup with
+    /// label allocations. Valid for the life of the process: the recorder is
+    /// installed once, before the API's workers start.
+    static REQUEST_SERIES: RefCell<(SeriesCache, usize)> = RefCell::new((HashMap::new(), 0));
+}
+
 /// Records one answered request. `route` is the matched pattern.
-pub fn record_request(method: &Method, route: Option<String>, status: StatusCode, took: Duration) {
+pub fn record_request(method: &Method, route: Option<&str>, status: StatusCode, took: Duration) {
     let method = method_label(method);
     let status = match status.as_u16() {
         100..=199 => "1xx",
@@ -129,14 +146,34 @@ pub fn record_request(method: &Method, route: Option<String>, status: StatusCode
         400..=499 => "4xx",
         _ => "5xx",
     };
-    let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let labels = [
-        ("route", route),
-        ("method", method.to_owned()),
-        ("status", status.to_owned()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(took.as_secs_f64());
+    let route = route.unwrap_or(UNMATCHED_ROUTE);
+    let record = |(counter, histogram): &(Counter, Histogram)| {
+        counter.increment(1);
+        histogram.record(took.as_secs_f64());
+    };
+    REQUEST_SERIES.with_borrow_mut(|(cache, cached)| {
+        if let Some(handles) = cache.get(route).and_then(|m| m.get(&(method, status))) {
+            record(handles);
+            return;
+        }
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", status.to_owned()),
+        ];
+        let handles = (
+            metrics::counter!("http_requests_total", &labels),
+            metrics::histogram!("http_request_duration_seconds", &labels),
+        );
+        record(&handles);
+        if *cached < MAX_CACHED_SERIES {
+            *cached += 1;
+            cache
+                .entry(route.to_owned())
+                .or_default()
+                .insert((method, status), handles);
+        }
+    });
 }
 
 /// A bounded name for `method`: the methods the API knows, else `other`.

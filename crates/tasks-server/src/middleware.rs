@@ -142,7 +142,7 @@ pub async fn request_context(
     );
     let took = started.elapsed();
     describe_for_trace(&span, &method, route.as_deref(), status);
-    crate::metrics::record_request(&method, route, status, took);
+    crate::metrics::record_request(&method, route.as_deref(), status, took);
     let latency_ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {

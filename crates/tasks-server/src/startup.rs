@@ -50,6 +50,12 @@ impl Application {
                     .display()
             );
         }
+        // Before anything takes metric handles (the store, the verifier):
+        // handles taken without a recorder are no-ops for good.
+        let metrics_handle = match settings.fleet.metrics {
+            Some(_) => Some(crate::metrics::install()?),
+            None => None,
+        };
         let store = Arc::new(DieselTaskStore::connect(&settings.store)?);
         if settings.run_migrations {
             migrate_with_retry(&settings).await?;
@@ -77,10 +83,8 @@ impl Application {
             "tasks service listening; API docs at /docs/"
         );
 
-        let metrics = match &settings.fleet.metrics {
-            None => None,
-            Some(m) => {
-                let handle = crate::metrics::install()?;
+        let metrics = match (&settings.fleet.metrics, metrics_handle) {
+            (Some(m), Some(handle)) => {
                 let listener = TcpListener::bind((m.host, m.port)).with_context(|| {
                     format!(
                         "cannot listen on METRICS_HOST={} METRICS_PORT={}",
@@ -98,6 +102,7 @@ impl Application {
                 let server = crate::metrics::server(listener, handle, Arc::clone(&store))?;
                 Some((address.port(), server))
             }
+            _ => None,
         };
 
         let origins = settings.cors_origins.clone();

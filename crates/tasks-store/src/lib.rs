@@ -25,8 +25,8 @@
 //! 80 µs (about 0.6 µs when enabled with the JSON log format).
 //!
 //! Each method also records its wall time in the `metrics` histogram
-//! `db_query_duration_seconds{operation, backend}` (see `pool::QueryTimer`);
-//! without an installed recorder that is a no-op.
+//! `db_query_duration_seconds{operation, backend}` (see `pool::StoreMetrics`);
+//! without a recorder installed before the store is built, a no-op.
 
 mod config;
 mod errors;
