@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -49,7 +50,15 @@ PAD = max(4, len(str(USERS)))
 DURATION = env_int("BENCH_DURATION", 3 if QUICK else 15)
 WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 3)
 CONNS = [int(c) for c in env_list("BENCH_CONNS", "64,256")]
-SCENARIOS = env_list("BENCH_SCENARIOS", "list,get,mixed,create,list10k")
+SCENARIOS = env_list("BENCH_SCENARIOS", "list,list+metrics,list+traces,get,mixed,create,list10k")
+# A scenario `BASE+VARIANT` runs BASE's load against a server with VARIANT
+# switched on (`list+metrics`: METRICS_PORT set, /metrics scraped once at the
+# end; `list+traces`: OTLP export to a sink in this process, which must have
+# received spans by the end); the report gives its throughput as a ratio of
+# BASE's, same run.
+VARIANTS = {"metrics", "traces"}
+METRICS_PORT = env_int("BENCH_METRICS_PORT", 18081)
+OTLP_PORT = env_int("BENCH_OTLP_PORT", 18082)
 # list10k: one user at the default task limit (MAX_TASKS_PER_USER), whose list
 # the service streams in keyset batches.
 HOARDER = "bench-hoarder"
@@ -182,6 +191,8 @@ class Server:
     def __init__(self, backend: str, data_dir: Path, log_path: Path):
         self.backend, self.data_dir, self.log_path = backend, data_dir, log_path
         self.proc: subprocess.Popen | None = None
+        # Settings of the scenario's variant (`list+metrics`), on top of the base ones.
+        self.extra: dict[str, str] = {}
 
     def env(self) -> dict:
         e = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
@@ -193,6 +204,7 @@ class Server:
             e["WORKERS"] = os.environ["BENCH_WORKERS"]
         if os.environ.get("BENCH_POOL_SIZE"):
             e["DATABASE_POOL_SIZE"] = os.environ["BENCH_POOL_SIZE"]
+        e.update(self.extra)
         return e
 
     def migrate(self) -> None:
@@ -266,7 +278,72 @@ def http_call(method: str, path: str, token: str, body: dict | None = None) -> t
 # --------------------------------------------------------------------------- load tools
 
 
+def split_scenario(scenario: str) -> tuple[str, str]:
+    """`list+metrics` -> ("list", "metrics"); `list` -> ("list", "")."""
+    base, _, variant = scenario.partition("+")
+    if variant and variant not in VARIANTS:
+        raise SystemExit(f"unknown scenario variant {variant!r} in {scenario!r} (known: {sorted(VARIANTS)})")
+    return base, variant
+
+
+class OtlpSink:
+    """Accepts OTLP/HTTP exports on 127.0.0.1 and counts them (bytes are dropped)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.exports += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((HOST, OTLP_PORT), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+_SINK: OtlpSink | None = None
+
+
+def otlp_sink() -> OtlpSink:
+    global _SINK
+    if _SINK is None:
+        _SINK = OtlpSink()
+    return _SINK
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    if variant == "metrics":
+        return {"METRICS_PORT": str(METRICS_PORT), "METRICS_HOST": HOST}
+    if variant == "traces":
+        otlp_sink().exports = 0
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{OTLP_PORT}"}
+    return {}
+
+
+def check_variant(variant: str) -> None:
+    """Proves the variant was on: for metrics, /metrics answers with request counts."""
+    if variant == "metrics":
+        c = http.client.HTTPConnection(HOST, METRICS_PORT, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read().decode()
+        c.close()
+        if r.status != 200 or "http_requests_total" not in body:
+            raise RuntimeError(f"/metrics on port {METRICS_PORT} answered {r.status} without request counts")
+    if variant == "traces" and otlp_sink().exports == 0:
+        raise RuntimeError(f"no OTLP export reached the sink on port {OTLP_PORT}")
+
+
 def run_wrk(scenario: str, conns: int, duration: int, lua_data: Path, out: Path) -> dict:
+    scenario, _ = split_scenario(scenario)
     cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
            "--timeout", WRK_TIMEOUT, "--latency", "-s", str(BENCH_DIR / "lua" / f"{scenario}.lua"),
            f"http://{HOST}:{PORT}"]
@@ -553,6 +630,8 @@ def wait_idle() -> None:
 
 def measure_service(be, scenario: str, conns: int) -> dict:
     tag = f"{be.name}-{scenario}-c{conns}"
+    base, variant = split_scenario(scenario)
+    be.server.extra = variant_env(variant)
     be.reset()
     wait_idle()
     bg, builds = background_busy(), other_builds()
@@ -564,7 +643,7 @@ def measure_service(be, scenario: str, conns: int) -> dict:
         pid = be.server.pid
         if WARMUP > 0:
             run_wrk(scenario, conns, WARMUP, be.lua_data, RESULTS / f"wrk-{tag}-warmup.txt")
-        if scenario in WRITE_SCENARIOS:
+        if base in WRITE_SCENARIOS:
             be.dirty = True
         sampler = RssSampler(pid)
         sampler.start()
@@ -585,8 +664,10 @@ def measure_service(be, scenario: str, conns: int) -> dict:
         r["vmhwm_mb"] = hwm / 1024.0
         r["background_busy_pct"] = bg
         r["other_builds"] = builds
+        check_variant(variant)
     finally:
         be.server.stop()
+        be.server.extra = {}
     return r
 
 
@@ -658,6 +739,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def variant_costs(rows: list[dict]) -> list[str]:
+    """Each `BASE+VARIANT` row's throughput as a ratio of BASE's, same backend and conns."""
+    by_key = {(r["scenario"], r["backend"], r["conns"]): r["service"] for r in rows}
+    out = []
+    for r in rows:
+        base, variant = split_scenario(r["scenario"])
+        off = by_key.get((base, r["backend"], r["conns"]))
+        if not variant or not off or not off["rps"]:
+            continue
+        on = r["service"]
+        out.append(f"- {variant} on {base}/{r['backend']}/{r['conns']} conns: "
+                   f"{on['rps']:.0f} req/s on vs {off['rps']:.0f} off = {on['rps'] / off['rps']:.3f} "
+                   f"(p99 {fmt_ms(on['p99_us'])} vs {fmt_ms(off['p99_us'])} ms)")
+    return out
+
+
 def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
     """The targets from bench/README.md, one line each."""
     res = []
@@ -668,6 +765,8 @@ def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
     for row in rows:
         s, pg = row["service"], row.get("pgbench")
         name = f"{row['scenario']}/{row['backend']}/{row['conns']} conns"
+        if split_scenario(row["scenario"])[1]:
+            continue  # reported under "Cost of observability"
         if row["scenario"] == "list10k":
             # No target of its own: it shows what a 10,000-task list costs
             # next to the database's one-statement read of the same rows.
@@ -746,7 +845,7 @@ def main() -> int:
                     s = row["service"]
                     log(f"  {s['rps']:.0f} req/s p50 {fmt_ms(s['p50_us'])} ms p99 {fmt_ms(s['p99_us'])} ms "
                         f"errors {s['errors']} cpu {s['cpu_pct']:.0f}% rss {s['rss_peak_mb']:.1f} MB")
-                    if bname == "pg":
+                    if bname == "pg" and not split_scenario(scenario)[1]:
                         log(f"{bname} {scenario} c={conns}: pgbench")
                         row["pgbench"] = measure_pgbench(be, scenario, conns)
                         log(f"  pgbench {row['pgbench']['tps']:.0f} tps (clients {row['pgbench']['clients']})")
@@ -793,6 +892,11 @@ def main() -> int:
     if noisy:
         lines.append(f"WARNING: other work was using the CPU (>10% before or during the run, or a "
                      f"build running) for: {', '.join(noisy)}; those numbers are noisy.")
+        lines.append("")
+    costs = variant_costs(rows)
+    if costs:
+        lines.append("Cost of observability (throughput on / off, same run):")
+        lines += costs
         lines.append("")
     lines.append("Targets:")
     lines += checks(rows, cold)

@@ -6,7 +6,8 @@
 # README's test command, and .ci/run runs exactly this script.
 #
 # Needs: a Rust toolchain, a PostgreSQL server (TEST_DATABASE_URL, default
-# postgres://postgres@127.0.0.1:5432/postgres) and PgBouncer. If that server is
+# postgres://postgres@127.0.0.1:5432/postgres), Redis (TEST_REDIS_URL, default
+# redis://127.0.0.1:6379, started if local and down) and PgBouncer. If that server is
 # local and down, it is started with pg_ctlcluster; PgBouncer is installed
 # from Debian's packages when missing (as root). The PostgreSQL tests never skip.
 set -euo pipefail
@@ -26,6 +27,17 @@ if [[ "$TEST_DATABASE_URL" == *"@127.0.0.1:5432/"* || "$TEST_DATABASE_URL" == *"
     for _ in $(seq 1 30); do pg_up && break; sleep 1; done
     pg_up || { echo "error: no PostgreSQL at $TEST_DATABASE_URL; the tests need one" >&2; exit 1; }
   fi
+fi
+
+# Redis: the cross-instance rate limit tests use the local one.
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+if [[ -z "${TEST_REDIS_URL:-}" ]] && ! redis_up; then
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "Redis is down; starting it on 127.0.0.1:6379 (no persistence)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 30); do redis_up && break; sleep 0.2; done
+  fi
+  redis_up || { echo "error: no Redis on 127.0.0.1:6379; the tests need one (Debian: apt-get install redis-server)" >&2; exit 1; }
 fi
 
 # PgBouncer: the scale-out tests run every HTTP test through it as well.

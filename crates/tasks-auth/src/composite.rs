@@ -209,6 +209,10 @@ pub struct CompositeVerifier {
     jwks: Option<JwksVerifier>,
     session: Option<SessionVerifier>,
     cache: ExpiringCache<OwnerId>,
+    /// `auth_token_cache_total{result="hit"|"miss"}`, taken once (no-ops
+    /// when no metrics recorder was installed before).
+    cache_hits: metrics::Counter,
+    cache_misses: metrics::Counter,
 }
 
 impl CompositeVerifier {
@@ -225,6 +229,8 @@ impl CompositeVerifier {
             jwks,
             session,
             cache: ExpiringCache::new(cache_size),
+            cache_hits: metrics::counter!("auth_token_cache_total", "result" => "hit"),
+            cache_misses: metrics::counter!("auth_token_cache_total", "result" => "miss"),
         }
     }
 
@@ -237,43 +243,81 @@ impl CompositeVerifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Verified, VerifyError> {
+    /// The answer of the one verifier that judges `token`, and that
+    /// verifier's name (the `verifier` label of the metrics).
+    async fn verify_uncached(&self, token: &str) -> (&'static str, Result<Verified, VerifyError>) {
         if looks_like_jwt(token) {
-            let header = parse_header(token)?;
+            let header = match parse_header(token) {
+                Ok(header) => header,
+                Err(e) => return ("none", Err(e)),
+            };
             if header.alg.starts_with("HS") {
                 return match &self.hs256 {
-                    Some(v) => v.verify_detailed(token),
-                    None => Err(VerifyError::rejected(
-                        "token algorithm is not accepted: shared-secret (HS*) tokens are not configured on the tasks service; set JWT_SECRET to the secret the token is signed with, or JWT_ACCEPT_BETTER_AUTH_SECRET=true if it is signed with BETTER_AUTH_SECRET (HS256 tokens are not revoked by sign-out)",
-                    )),
+                    Some(v) => ("hs256", v.verify_detailed(token)),
+                    None => (
+                        "none",
+                        Err(VerifyError::rejected(
+                            "token algorithm is not accepted: shared-secret (HS*) tokens are not configured on the tasks service; set JWT_SECRET to the secret the token is signed with, or JWT_ACCEPT_BETTER_AUTH_SECRET=true if it is signed with BETTER_AUTH_SECRET (HS256 tokens are not revoked by sign-out)",
+                        )),
+                    ),
                 };
             }
             return match &self.jwks {
-                Some(v) => v.verify_detailed(token).await,
-                None => Err(VerifyError::rejected(
-                    "token algorithm is not accepted: public-key tokens are not configured",
-                )),
+                Some(v) => ("jwks", v.verify_detailed(token).await),
+                None => (
+                    "none",
+                    Err(VerifyError::rejected(
+                        "token algorithm is not accepted: public-key tokens are not configured",
+                    )),
+                ),
             };
         }
         match &self.session {
-            Some(v) => v.verify_detailed(token).await,
-            None => Err(VerifyError::rejected("bearer token is not a JWT")),
+            Some(v) => ("session", v.verify_detailed(token).await),
+            None => (
+                "none",
+                Err(VerifyError::rejected("bearer token is not a JWT")),
+            ),
         }
     }
+}
+
+/// `auth_verifications_total{verifier, outcome}`: one per token that reached
+/// a verifier (cache hits are counted apart). `verifier` is `hs256`, `jwks`,
+/// `session`, or `none` for a token no configured verifier could take;
+/// `outcome` is `ok`, `rejected`, `unavailable` or `misconfigured`.
+fn record_verification(verifier: &'static str, error: Option<&VerifyError>) {
+    let outcome = match error {
+        None => "ok",
+        Some(VerifyError::Rejected(_)) => "rejected",
+        Some(VerifyError::Unavailable(_) | VerifyError::UnavailableBecause { .. }) => "unavailable",
+        Some(VerifyError::Misconfigured(_)) => "misconfigured",
+    };
+    metrics::counter!("auth_verifications_total", "verifier" => verifier, "outcome" => outcome)
+        .increment(1);
 }
 
 #[async_trait]
 impl TokenVerifier for CompositeVerifier {
     async fn verify(&self, token: &str) -> Result<OwnerId, VerifyError> {
-        precheck(token)?;
+        if let Err(e) = precheck(token) {
+            record_verification("none", Some(&e));
+            return Err(e);
+        }
         if !self.cache.enabled() {
-            return self.verify_uncached(token).await.map(|v| v.owner);
+            let (verifier, result) = self.verify_uncached(token).await;
+            record_verification(verifier, result.as_ref().err());
+            return result.map(|v| v.owner);
         }
         let key = token_hash(token);
         if let Some(owner) = self.cache.get(&key) {
+            self.cache_hits.increment(1);
             return Ok(owner);
         }
-        let verified = self.verify_uncached(token).await?;
+        self.cache_misses.increment(1);
+        let (verifier, result) = self.verify_uncached(token).await;
+        record_verification(verifier, result.as_ref().err());
+        let verified = result?;
         self.cache
             .insert(key, verified.owner.clone(), verified.valid_until);
         Ok(verified.owner)

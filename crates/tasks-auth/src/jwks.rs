@@ -386,6 +386,7 @@ impl Inner {
             .store(now_ms.saturating_add(1), Ordering::Release);
         state.last_error = match result {
             Ok(set) => {
+                metrics::counter!("auth_jwks_refreshes_total", "outcome" => "ok").increment(1);
                 tracing::debug!(keys = set.keys.len(), "JWKS fetched");
                 *self
                     .keys
@@ -394,6 +395,7 @@ impl Inner {
                 None
             }
             Err(e) => {
+                metrics::counter!("auth_jwks_refreshes_total", "outcome" => "error").increment(1);
                 let cached = self.current().is_some();
                 tracing::warn!(
                     error = format!("{e:#}"),

@@ -41,7 +41,7 @@ impl FromRequest for Caller {
                 None => return Err(ApiError::Internal(anyhow::anyhow!("no credential"))),
             };
             if let Some(limiter) = &state.rate_limiter {
-                limiter.check(&owner).map_err(ApiError::RateLimited)?;
+                limiter.check(&owner).await.map_err(ApiError::RateLimited)?;
             }
             // Another user's id in the path answers exactly as a task that
             // does not exist: nothing tells a prober whether that user exists.

@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;

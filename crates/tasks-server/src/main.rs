@@ -82,14 +82,17 @@ fn main() -> ExitCode {
 async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
-            telemetry::init(
+            let traces = telemetry::init_with_traces(
                 settings.log_format,
                 &settings.log_filter,
                 settings.log_driver_debug,
+                settings.fleet.traces.as_ref(),
             )?;
             let app = Application::build(settings).await?;
             app.run_until_stopped().await?;
             tracing::info!("stopped");
+            // Exports the spans still queued (on a blocking thread of its own).
+            drop(traces);
             Ok(())
         }
         Command::Migrate => {

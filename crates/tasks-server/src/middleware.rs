@@ -13,8 +13,8 @@ use actix_web::HttpMessage as _;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{Error, HttpResponse};
@@ -91,7 +91,9 @@ pub async fn request_context(
         method = %req.method(),
         route = tracing::field::Empty,
     );
+    continue_trace(&req, &span);
     let started = Instant::now();
+    let method = req.method().clone();
     let request_body = share_request_body(&mut req);
     let mut res = match oversized_head(&req) {
         Some(rejection) => req.into_response(rejection),
@@ -111,7 +113,15 @@ pub async fn request_context(
         res = res.into_response(replacement);
     }
     let is_docs_page = res.request().path().starts_with("/docs/");
-    if let Some(pattern) = res.request().match_pattern() {
+    // A resource that also matches with a trailing slash reports that
+    // pattern first; the route is the same either way.
+    let route = res.request().match_pattern().map(|mut pattern| {
+        if pattern.len() > 1 && pattern.ends_with('/') {
+            pattern.pop();
+        }
+        pattern
+    });
+    if let Some(pattern) = &route {
         span.record("route", pattern.as_str());
     }
     let headers = res.headers_mut();
@@ -130,7 +140,10 @@ pub async fn request_context(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(if is_docs_page { DOCS_CSP } else { API_CSP }),
     );
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    describe_for_trace(&span, &method, route.as_deref(), status);
+    crate::metrics::record_request(&method, route.as_deref(), status, took);
+    let latency_ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), latency_ms, "request finished");
@@ -142,6 +155,54 @@ pub async fn request_context(
         body,
         _request_body: request_body,
     }))
+}
+
+/// Makes the request span a child of the caller's W3C `traceparent` (a
+/// Next.js frontend's trace), when it sent one. Without the OpenTelemetry
+/// layer (traces off) this does nothing.
+fn continue_trace(req: &ServiceRequest, span: &tracing::Span) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !req.headers().contains_key("traceparent") {
+        return;
+    }
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&HeaderExtractor(req.headers()));
+    // An error means no OpenTelemetry layer: traces are off.
+    let _ = span.set_parent(parent);
+}
+
+/// The request's OpenTelemetry attributes (semantic-convention names), set
+/// on the exported span only, so the log lines stay as they are.
+fn describe_for_trace(
+    span: &tracing::Span,
+    method: &Method,
+    route: Option<&str>,
+    status: StatusCode,
+) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    span.set_attribute("http.request.method", crate::metrics::method_label(method));
+    if let Some(route) = route {
+        span.set_attribute("http.route", route.to_owned());
+    }
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.set_status(opentelemetry::trace::Status::error(""));
+    }
+}
+
+/// Reads `traceparent` / `tracestate` from actix's header map (the
+/// `opentelemetry-http` extractor is for the `http` 1.x types).
+struct HeaderExtractor<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
 }
 
 fn is_json(res: &ServiceResponse<BoxBody>) -> bool {

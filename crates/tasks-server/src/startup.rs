@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::extract::{BodyLimit, BodyTimeout};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, RedisLimiter, UserRateLimit};
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -29,6 +29,8 @@ use crate::state::AppState;
 pub struct Application {
     port: u16,
     server: Server,
+    /// The `/metrics` listener's port and server, when `METRICS_PORT` is set.
+    metrics: Option<(u16, Server)>,
 }
 
 impl Application {
@@ -49,7 +51,13 @@ impl Application {
                     .display()
             );
         }
-        let store = DieselTaskStore::connect(&settings.store)?;
+        // Before anything takes metric handles (the store, the verifier):
+        // handles taken without a recorder are no-ops for good.
+        let metrics_handle = match settings.fleet.metrics {
+            Some(_) => Some(crate::metrics::install()?),
+            None => None,
+        };
+        let store = Arc::new(DieselTaskStore::connect(&settings.store)?);
         if settings.run_migrations {
             migrate_with_retry(&settings).await?;
         }
@@ -60,19 +68,11 @@ impl Application {
             .as_deref()
             .map(|prefix| CookieAuth::new(prefix, &settings.cors_origins));
         let state = web::Data::new(AppState {
-            repo: Arc::new(store),
+            repo: Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>,
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
             cookie_auth,
-            rate_limiter: settings.rate_limit_per_minute.map(|per_minute| {
-                let limiter = Arc::new(RateLimiter::new(
-                    per_minute,
-                    settings.rate_limit_burst.unwrap_or(per_minute),
-                    settings.rate_limit_max_keys,
-                ));
-                limiter.spawn_housekeeping();
-                limiter
-            }),
+            rate_limiter: rate_limit(&settings)?,
         });
 
         let listener =
@@ -90,6 +90,28 @@ impl Application {
             workers = settings.workers,
             "tasks service listening; API docs at /docs/"
         );
+
+        let metrics = match (&settings.fleet.metrics, metrics_handle) {
+            (Some(m), Some(handle)) => {
+                let listener = TcpListener::bind((m.host, m.port)).with_context(|| {
+                    format!(
+                        "cannot listen on METRICS_HOST={} METRICS_PORT={}",
+                        m.host, m.port
+                    )
+                })?;
+                let address = listener.local_addr()?;
+                if !address.ip().is_loopback() {
+                    tracing::warn!(
+                        %address,
+                        "/metrics is served on a non-loopback address: make sure only your Prometheus can reach it"
+                    );
+                }
+                tracing::info!(%address, "Prometheus metrics at /metrics");
+                let server = crate::metrics::server(listener, handle, Arc::clone(&store))?;
+                Some((address.port(), server))
+            }
+            _ => None,
+        };
 
         let origins = settings.cors_origins.clone();
         let production = settings.production;
@@ -118,12 +140,22 @@ impl Application {
         .client_request_timeout(settings.client_request_timeout)
         .run();
 
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            metrics,
+        })
     }
 
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `/metrics` listener's port, when `METRICS_PORT` is set.
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     /// A handle to stop the server from elsewhere (tests, signal handlers).
@@ -138,8 +170,47 @@ impl Application {
     /// # Errors
     /// The server failed while running.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some((_, metrics)) = self.metrics else {
+            return self.server.await;
+        };
+        // The metrics server stops with the API server (it handles no
+        // signals itself), after the API's in-flight requests.
+        let metrics_handle = metrics.handle();
+        let metrics_task = tokio::spawn(metrics);
+        let result = self.server.await;
+        metrics_handle.stop(true).await;
+        let _ = metrics_task.await;
+        result
     }
+}
+
+/// The per-user rate limit, when `RATE_LIMIT_PER_MINUTE` is set: shared
+/// through Redis when `RATE_LIMIT_REDIS_URL` is set too.
+fn rate_limit(settings: &Settings) -> anyhow::Result<Option<Arc<UserRateLimit>>> {
+    let Some(per_minute) = settings.rate_limit_per_minute else {
+        return Ok(None);
+    };
+    let burst = settings.rate_limit_burst.unwrap_or(per_minute);
+    let local = Arc::new(RateLimiter::new(
+        per_minute,
+        burst,
+        settings.rate_limit_max_keys,
+    ));
+    local.spawn_housekeeping();
+    let shared = match &settings.fleet.rate_limit_redis {
+        None => None,
+        Some(redis) => {
+            use secrecy::ExposeSecret as _;
+            tracing::info!(
+                redis = %tasks_store::redact_url(redis.url.expose_secret()),
+                prefix = %redis.prefix,
+                timeout_ms = redis.timeout.as_millis(),
+                "per-user rate limit shared through Redis (the local limiter answers while Redis does not)"
+            );
+            Some(RedisLimiter::new(redis, per_minute, burst)?)
+        }
+    };
+    Ok(Some(Arc::new(UserRateLimit::new(local, shared))))
 }
 
 /// Disconnects a client that reads nothing for `timeout`.

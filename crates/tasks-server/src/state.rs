@@ -6,14 +6,14 @@ use std::sync::Arc;
 use tasks_ports::{TaskRepository, TokenVerifier};
 
 use crate::cookie::CookieAuth;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::UserRateLimit;
 
 /// The two ports and the per-request limits, nothing else.
 pub struct AppState {
     pub repo: Arc<dyn TaskRepository>,
     pub verifier: Arc<dyn TokenVerifier>,
     /// Per-user request budget, when `RATE_LIMIT_PER_MINUTE` is set.
-    pub rate_limiter: Option<Arc<RateLimiter>>,
+    pub rate_limiter: Option<Arc<UserRateLimit>>,
     /// Most tasks one user may hold.
     pub max_tasks_per_user: u32,
     /// Better Auth's session cookie is accepted (`AUTH_COOKIE=true`).

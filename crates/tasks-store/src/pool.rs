@@ -160,6 +160,63 @@ impl Backend {
     }
 }
 
+/// The repository's operations, as the `operation` label names them.
+const OPERATIONS: [&str; 7] = [
+    "list", "get", "create", "update", "toggle", "delete", "ping",
+];
+
+/// The store's metrics, through the `metrics` facade: the store knows
+/// nothing of how (or whether) they are exported. The handles are taken once,
+/// when the store is built: with no recorder installed by then they are
+/// no-ops, and a query pays no registry lookup either way.
+struct StoreMetrics {
+    /// `db_query_duration_seconds{operation, backend}`, in `OPERATIONS` order.
+    durations: [metrics::Histogram; 7],
+    /// `db_query_timeouts_total{backend}`.
+    timeouts: metrics::Counter,
+}
+
+impl StoreMetrics {
+    fn new(backend: &'static str) -> Self {
+        Self {
+            durations: OPERATIONS.map(|operation| {
+                metrics::histogram!(
+                    "db_query_duration_seconds",
+                    "operation" => operation,
+                    "backend" => backend
+                )
+            }),
+            timeouts: metrics::counter!("db_query_timeouts_total", "backend" => backend),
+        }
+    }
+}
+
+/// Records the wall time of one repository call (pool wait included,
+/// whatever its outcome) when dropped.
+pub(crate) struct QueryTimer<'a> {
+    histogram: Option<&'a metrics::Histogram>,
+    started: Instant,
+}
+
+impl Drop for QueryTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(histogram) = self.histogram {
+            histogram.record(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// The connection pool's occupancy, for the pool gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub max_size: usize,
+    /// Connections open (idle or in use).
+    pub size: usize,
+    pub in_use: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
 /// After the database reports a full disk, `/ready` fails for this long
 /// (every further failed write extends it), so a load balancer steers
 /// traffic away; it then recovers by itself once writes succeed again.
@@ -176,6 +233,7 @@ pub struct DieselTaskStore {
     disk_full_at: Mutex<Option<Instant>>,
     /// The streaming standby that may serve reads (`DATABASE_READ_URL`).
     pub(crate) replica: Option<Box<crate::replica::Replica>>,
+    metrics: StoreMetrics,
 }
 
 impl DieselTaskStore {
@@ -286,7 +344,6 @@ impl DieselTaskStore {
             }
         };
         Ok(Self {
-            backend,
             query_timeout: config.query_timeout,
             prepared_statements: config.prepared_statements,
             begin_pinned: format!(
@@ -295,6 +352,8 @@ impl DieselTaskStore {
             ),
             disk_full_at: Mutex::new(None),
             replica: None,
+            metrics: StoreMetrics::new(backend.name()),
+            backend,
         })
     }
 
@@ -319,6 +378,7 @@ impl DieselTaskStore {
                 Err(query_error(err))
             }
             Outcome::TimedOut { settled } => {
+                self.metrics.timeouts.increment(1);
                 if !settled {
                     drop(deadpool::managed::Object::take(object));
                 }
@@ -358,6 +418,37 @@ impl DieselTaskStore {
             Backend::Sqlite(p) => p.status(),
         };
         (s.size, s.available)
+    }
+
+    /// The pool's occupancy right now.
+    #[must_use]
+    pub fn pool_stats(&self) -> PoolStats {
+        let s = match &self.backend {
+            Backend::Postgres { pool: p, .. } => p.status(),
+            Backend::Sqlite(p) => p.status(),
+        };
+        PoolStats {
+            max_size: s.max_size,
+            size: s.size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
+    }
+
+    /// The backend's name: `postgres` or `sqlite`.
+    #[must_use]
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Starts timing one repository call named `operation` (one of
+    /// `OPERATIONS`).
+    pub(crate) fn timer(&self, operation: &'static str) -> QueryTimer<'_> {
+        let index = OPERATIONS.iter().position(|o| *o == operation);
+        QueryTimer {
+            histogram: index.map(|i| &self.metrics.durations[i]),
+            started: Instant::now(),
+        }
     }
 
     /// Closes every connection; later calls fail as `Unavailable`.

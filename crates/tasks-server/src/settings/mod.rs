@@ -19,11 +19,13 @@ use tasks_store::StoreConfig;
 
 mod auth;
 mod database;
+mod fleet;
 mod http;
 mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
+pub use fleet::{FleetSettings, MetricsListener, RedisLimit, Traces};
 pub use logging::LogFormat;
 
 use parse::non_empty;
@@ -82,6 +84,17 @@ struct Raw {
     better_auth_session_expires_at_column: Option<String>,
     auth_cookie: Option<String>,
     auth_cookie_prefix: Option<String>,
+    metrics_port: Option<String>,
+    metrics_host: Option<String>,
+    rate_limit_redis_url: Option<String>,
+    rate_limit_redis_prefix: Option<String>,
+    rate_limit_redis_timeout: Option<String>,
+    otel_exporter_otlp_endpoint: Option<String>,
+    otel_exporter_otlp_traces_endpoint: Option<String>,
+    otel_exporter_otlp_protocol: Option<String>,
+    otel_exporter_otlp_traces_protocol: Option<String>,
+    otel_traces_exporter: Option<String>,
+    otel_sdk_disabled: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +133,8 @@ pub struct Settings {
     pub client_write_timeout: Duration,
     /// Most users the rate limiter remembers (`RATE_LIMIT_MAX_KEYS`).
     pub rate_limit_max_keys: usize,
+    /// Metrics, shared rate limits, traces (`settings/fleet.rs`).
+    pub fleet: FleetSettings,
 }
 
 impl Settings {
@@ -197,6 +212,7 @@ impl Settings {
         }
         let logging = logging::Logging::parse(&raw, production)?;
         let limits = http::Limits::parse(&raw)?;
+        let fleet = FleetSettings::parse(&raw, limits.rate_limit_per_minute.is_some())?;
         Ok(Self {
             production,
             host: listener.host,
@@ -220,6 +236,7 @@ impl Settings {
             max_tasks_per_user: limits.max_tasks_per_user,
             client_write_timeout: limits.client_write_timeout,
             rate_limit_max_keys: limits.rate_limit_max_keys,
+            fleet,
         })
     }
 

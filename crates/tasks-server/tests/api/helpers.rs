@@ -282,6 +282,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub backend: Backend,
     pub database_url: String,
+    /// The `/metrics` listener's port, when the test set `METRICS_PORT`.
+    pub metrics_port: Option<u16>,
     handle: actix_web::dev::ServerHandle,
     _db: Arc<TestDb>,
 }
@@ -323,6 +325,7 @@ impl TestApp {
         let settings = Settings::from_pairs(pairs).expect("test settings");
         let app = Application::build(settings).await.expect("build app");
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         Self {
@@ -335,6 +338,7 @@ impl TestApp {
                 .expect("client"),
             backend,
             database_url: url.to_owned(),
+            metrics_port,
             handle,
             _db: db,
         }

@@ -21,5 +21,6 @@ mod limits;
 mod operations;
 mod outage;
 mod sessions;
+mod shared_limits;
 mod tasks;
 mod validation;
