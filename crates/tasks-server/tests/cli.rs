@@ -10,7 +10,6 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -61,19 +60,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if line.contains("listening") {
-                break;
-            }
-        }
-        // Keep draining so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        helpers::wait_until_listening(child.stdout.take().unwrap());
         Self { child, port }
     }
 

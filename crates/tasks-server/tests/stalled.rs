@@ -14,7 +14,7 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,14 +78,7 @@ async fn stalled_readers_of_a_maximal_list_stay_within_memory_and_are_cut_off() 
     let stdout = child.stdout.take().unwrap();
     let pid = child.id();
     let _server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    while !lines
-        .next()
-        .expect("server exited")
-        .unwrap()
-        .contains("listening")
-    {}
-    std::thread::spawn(move || lines.for_each(drop));
+    helpers::wait_until_listening(stdout);
 
     // The hoarder's tasks, at the limit and at the maximum size, seeded in SQL
     // (creating them over HTTP is what the attacker did; it only takes longer).

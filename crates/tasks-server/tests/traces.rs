@@ -204,7 +204,6 @@ async fn a_request_with_traceparent_exports_a_request_span_with_database_childre
 /// process stops well before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exports_through_the_otel_variables_and_flushes_on_exit() {
-    use std::io::{BufRead as _, BufReader};
     use std::process::{Command, Stdio};
 
     let received = Received::default();
@@ -229,17 +228,7 @@ async fn the_binary_exports_through_the_otel_variables_and_flushes_on_exit() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if line.contains("listening") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
+    helpers::wait_until_listening(child.stdout.take().unwrap());
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let res = reqwest::Client::new()

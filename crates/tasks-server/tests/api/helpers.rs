@@ -148,6 +148,24 @@ pub fn init_test_log() {
     });
 }
 
+/// Waits until a `tasks-server serve` child says it is listening on its
+/// stdout, then keeps draining it on a thread so the server never blocks on
+/// a full pipe.
+pub fn wait_until_listening(stdout: std::process::ChildStdout) {
+    use std::io::BufRead as _;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("read the server's output");
+        if line.contains("listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
 /// A client of the PostgreSQL database at `url`, its connection driven in
 /// the background.
 pub async fn connect_pg(url: &str) -> tokio_postgres::Client {
