@@ -8,6 +8,25 @@
 use async_trait::async_trait;
 use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch};
 
+/// The `updated_at` values a conditional write accepts (from the strong
+/// ETags of an `If-Match`): the write happens only if the task's current
+/// `updated_at` is one of them, checked in the write's own `WHERE` clause so
+/// that the check and the write are one atomic step. An empty list matches
+/// nothing. `None` in place of a precondition means "unconditionally".
+pub type Precondition<'a> = &'a [chrono::DateTime<chrono::Utc>];
+
+/// The outcome of a write on an existing task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written<T> {
+    /// The write took effect.
+    Done(T),
+    /// The task does not exist or belongs to another owner (indistinguishable).
+    NotFound,
+    /// The task exists but its `updated_at` is not one the precondition
+    /// accepts; nothing was written.
+    PreconditionFailed,
+}
+
 /// Errors a [`TaskRepository`] may return. A task that does not exist, or that
 /// belongs to someone else, is never an error: it is `None` / `false`, and the
 /// two cases MUST be indistinguishable.
@@ -62,22 +81,34 @@ pub trait TaskRepository: Send + Sync + 'static {
         max_tasks: u32,
     ) -> Result<Option<Task>, RepoError>;
 
-    /// Applies `patch` in one statement and bumps `updated_at`; `None` when the
-    /// task does not exist or belongs to another owner.
+    /// Applies `patch` in one statement and bumps `updated_at`;
+    /// [`Written::NotFound`] when the task does not exist or belongs to
+    /// another owner, [`Written::PreconditionFailed`] when it exists but
+    /// `expected` (checked in the same statement) does not match.
     async fn update(
         &self,
         owner: &OwnerId,
         id: TaskId,
         patch: TaskPatch,
-    ) -> Result<Option<Task>, RepoError>;
+        expected: Option<Precondition<'_>>,
+    ) -> Result<Written<Task>, RepoError>;
 
     /// Flips `completed` atomically (concurrent toggles never lose one) and
-    /// bumps `updated_at`; `None` when the task does not exist or belongs to
-    /// another owner.
-    async fn toggle(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError>;
+    /// bumps `updated_at`; the outcomes are those of [`TaskRepository::update`].
+    async fn toggle(
+        &self,
+        owner: &OwnerId,
+        id: TaskId,
+        expected: Option<Precondition<'_>>,
+    ) -> Result<Written<Task>, RepoError>;
 
-    /// Deletes the task; `false` when it does not exist or belongs to another owner.
-    async fn delete(&self, owner: &OwnerId, id: TaskId) -> Result<bool, RepoError>;
+    /// Deletes the task; the outcomes are those of [`TaskRepository::update`].
+    async fn delete(
+        &self,
+        owner: &OwnerId,
+        id: TaskId,
+        expected: Option<Precondition<'_>>,
+    ) -> Result<Written<()>, RepoError>;
 
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), RepoError>;

@@ -186,6 +186,17 @@ pub struct ListQuery {
     /// Any other value is a 400.
     #[param(inline, value_type = Option<StatusParam>)]
     pub status: Option<String>,
+    /// Opt-in paging: at most this many tasks (1 to 1000; a page may hold
+    /// fewer, at about 1 MB of JSON). The next page, if any, is in the
+    /// `Link: <...>; rel="next"` header. Without `limit` and `cursor` the
+    /// whole list is returned. Anything else is a 400.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// Opaque: continue after the page that announced it in its `Link`
+    /// header (with the same `status`). A cursor of another user or filter,
+    /// or a changed one, is a 400. With a cursor and no `limit`, pages hold
+    /// up to 100 tasks.
+    pub cursor: Option<String>,
 }
 
 /// Values of the `status` filter.

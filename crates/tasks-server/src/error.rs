@@ -43,6 +43,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// An `If-Match` that does not match the task's current ETag: nothing
+    /// was written.
+    #[error("The task has changed since the ETag in If-Match was issued; fetch it again")]
+    PreconditionFailed,
     #[error("Task limit reached: a user may hold at most {0} tasks; delete some first")]
     TaskLimitReached(u32),
     /// The client did not send its body in time; the connection is closed.
@@ -76,6 +80,7 @@ impl ApiError {
             Self::TaskNotFound | Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TaskLimitReached(_) => "task_limit_reached",
+            Self::PreconditionFailed => "precondition_failed",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Forbidden(_) => "forbidden",
@@ -96,6 +101,7 @@ pub fn error_type_for(status: StatusCode) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         408 => "request_timeout",
+        412 => "precondition_failed",
         413 => "payload_too_large",
         414 => "uri_too_long",
         415 => "unsupported_media_type",
@@ -129,6 +135,7 @@ impl ResponseError for ApiError {
             Self::TaskNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,

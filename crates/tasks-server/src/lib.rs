@@ -4,6 +4,7 @@
 //! builds the Diesel store and the token verifier behind their ports, and
 //! serves the API with actix-web. Handlers only see the ports.
 
+pub mod conditional;
 pub mod cookie;
 pub mod dto;
 pub mod error;

@@ -241,7 +241,13 @@ fn cors(origins: &[String]) -> Cors {
         // request in the browser (one frontend sends `X-User-ID`). Origins
         // stay strict.
         .allow_any_header()
-        .expose_headers([REQUEST_ID.clone(), header::LOCATION, header::RETRY_AFTER])
+        .expose_headers([
+            REQUEST_ID.clone(),
+            header::LOCATION,
+            header::RETRY_AFTER,
+            header::ETAG,
+            header::LINK,
+        ])
         .max_age(600)
         // A foreign origin gets an ordinary response without CORS headers, so
         // the browser blocks it; non-browser clients are unaffected.

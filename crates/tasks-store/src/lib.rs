@@ -38,10 +38,11 @@ mod rows;
 mod schema;
 
 use async_trait::async_trait;
+use diesel::IntoSql as _;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch, Title};
-use tasks_ports::{RepoError, TaskRepository};
+use tasks_ports::{Precondition, RepoError, TaskRepository, Written};
 
 pub use config::{DatabaseLocation, ReadReplicaConfig, StoreConfig, redact_url};
 pub use migrate::run_migrations;
@@ -153,7 +154,9 @@ impl TaskRepository for DieselTaskStore {
         owner: &OwnerId,
         id: TaskId,
         patch: TaskPatch,
-    ) -> Result<Option<Task>, RepoError> {
+        expected: Option<Precondition<'_>>,
+    ) -> Result<Written<Task>, RepoError> {
+        let (accepted, unconditional) = precondition(expected);
         let _writing = self.writing(owner);
         let _timer = self.timer("update");
         let now = tasks_domain::now();
@@ -166,7 +169,12 @@ impl TaskRepository for DieselTaskStore {
             diesel::update(
                 tasks::table
                     .filter(tasks::id.eq(id.get()))
-                    .filter(tasks::user_id.eq(owner.as_str())),
+                    .filter(tasks::user_id.eq(owner.as_str()))
+                    .filter(
+                        tasks::updated_at
+                            .eq_any(accepted)
+                            .or(unconditional.into_sql::<diesel::sql_types::Bool>()),
+                    ),
             )
             .set((
                 title.map(|t| tasks::title.eq(t)),
@@ -180,7 +188,7 @@ impl TaskRepository for DieselTaskStore {
             .optional()
         })?;
         self.note_write();
-        row.map(|r| into_task(r, owner)).transpose()
+        self.written(owner, id, expected, row).await
     }
 
     #[tracing::instrument(
@@ -189,7 +197,13 @@ impl TaskRepository for DieselTaskStore {
         skip_all,
         fields(backend = self.backend.name(), task_id = id.get())
     )]
-    async fn toggle(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
+    async fn toggle(
+        &self,
+        owner: &OwnerId,
+        id: TaskId,
+        expected: Option<Precondition<'_>>,
+    ) -> Result<Written<Task>, RepoError> {
+        let (accepted, unconditional) = precondition(expected);
         let _writing = self.writing(owner);
         let _timer = self.timer("toggle");
         let now = tasks_domain::now();
@@ -197,7 +211,12 @@ impl TaskRepository for DieselTaskStore {
             diesel::update(
                 tasks::table
                     .filter(tasks::id.eq(id.get()))
-                    .filter(tasks::user_id.eq(owner.as_str())),
+                    .filter(tasks::user_id.eq(owner.as_str()))
+                    .filter(
+                        tasks::updated_at
+                            .eq_any(accepted)
+                            .or(unconditional.into_sql::<diesel::sql_types::Bool>()),
+                    ),
             )
             .set((
                 tasks::completed.eq(diesel::dsl::not(tasks::completed)),
@@ -209,7 +228,7 @@ impl TaskRepository for DieselTaskStore {
             .optional()
         })?;
         self.note_write();
-        row.map(|r| into_task(r, owner)).transpose()
+        self.written(owner, id, expected, row).await
     }
 
     #[tracing::instrument(
@@ -218,9 +237,15 @@ impl TaskRepository for DieselTaskStore {
         skip_all,
         fields(backend = self.backend.name(), task_id = id.get())
     )]
-    async fn delete(&self, owner: &OwnerId, id: TaskId) -> Result<bool, RepoError> {
+    async fn delete(
+        &self,
+        owner: &OwnerId,
+        id: TaskId,
+        expected: Option<Precondition<'_>>,
+    ) -> Result<Written<()>, RepoError> {
+        let (accepted, unconditional) = precondition(expected);
         let _writing = self.writing(owner);
-        use diesel::sql_types::{BigInt, Text};
+        use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz};
         let _timer = self.timer("delete");
         let deleted: i64 = match &self.backend {
             Backend::Postgres { pool, tls } => {
@@ -228,6 +253,8 @@ impl TaskRepository for DieselTaskStore {
                     diesel::sql_query(PG_DELETE)
                         .bind::<BigInt, _>(id.get())
                         .bind::<Text, _>(owner.as_str())
+                        .bind::<Array<Timestamptz>, _>(&accepted)
+                        .bind::<Bool, _>(unconditional)
                         .get_result::<Count>(conn)
                         .await
                 })?
@@ -238,7 +265,12 @@ impl TaskRepository for DieselTaskStore {
                     diesel::delete(
                         tasks::table
                             .filter(tasks::id.eq(id.get()))
-                            .filter(tasks::user_id.eq(owner.as_str())),
+                            .filter(tasks::user_id.eq(owner.as_str()))
+                            .filter(
+                                tasks::updated_at
+                                    .eq_any(&accepted)
+                                    .or(unconditional.into_sql::<Bool>()),
+                            ),
                     )
                     .execute(conn)
                     .await
@@ -247,7 +279,8 @@ impl TaskRepository for DieselTaskStore {
             }
         };
         self.note_write();
-        Ok(deleted > 0)
+        let row = (deleted > 0).then_some(());
+        self.written(owner, id, expected, row).await
     }
 
     #[tracing::instrument(
@@ -316,6 +349,30 @@ impl DieselTaskStore {
         row.map(|r| into_task(r, owner)).transpose()
     }
 
+    /// The outcome of a write that returned `row` (or nothing). When a
+    /// conditional write changed nothing, one more read on the primary tells
+    /// "precondition failed" from "not found"; nothing was written either
+    /// way, so this read needs no atomicity with the write (a task deleted in
+    /// between is reported as not found, which is also true).
+    async fn written<R, T>(
+        &self,
+        owner: &OwnerId,
+        id: TaskId,
+        expected: Option<Precondition<'_>>,
+        row: Option<R>,
+    ) -> Result<Written<T>, RepoError>
+    where
+        R: WrittenRow<T>,
+    {
+        match row {
+            Some(row) => Ok(Written::Done(row.into_written(owner)?)),
+            None if expected.is_some() && self.get_here(owner, id).await?.is_some() => {
+                Ok(Written::PreconditionFailed)
+            }
+            None => Ok(Written::NotFound),
+        }
+    }
+
     /// Held for the whole of a write: its drop records the write's end for
     /// the replica's read-your-writes, on every path out (success, error,
     /// or the request dropped mid-query, when the write may still commit).
@@ -324,6 +381,33 @@ impl DieselTaskStore {
             replica: self.replica.as_deref(),
             owner,
         }
+    }
+}
+
+/// The `updated_at` values a write accepts and whether it is unconditional:
+/// `updated_at = ANY(accepted) OR unconditional`, one statement shape for
+/// both cases.
+fn precondition(expected: Option<Precondition<'_>>) -> (Vec<chrono::DateTime<chrono::Utc>>, bool) {
+    match expected {
+        Some(accepted) => (accepted.to_vec(), false),
+        None => (Vec::new(), true),
+    }
+}
+
+/// What a write statement returned, turned into the port's value.
+trait WrittenRow<T> {
+    fn into_written(self, owner: &OwnerId) -> Result<T, RepoError>;
+}
+
+impl WrittenRow<Task> for Row {
+    fn into_written(self, owner: &OwnerId) -> Result<Task, RepoError> {
+        into_task(self, owner)
+    }
+}
+
+impl WrittenRow<()> for () {
+    fn into_written(self, _: &OwnerId) -> Result<(), RepoError> {
+        Ok(())
     }
 }
 
@@ -362,7 +446,8 @@ RETURNING id, user_id, title, description, completed, created_at, updated_at";
 
 /// Deletes a task and gives its slot back to its owner, in one statement.
 const PG_DELETE: &str = "WITH gone AS (
-    DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING user_id),
+    DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND (updated_at = ANY($3) OR $4)
+    RETURNING user_id),
 freed AS (
     UPDATE task_counts SET tasks = GREATEST(tasks - 1, 0)
     FROM gone WHERE task_counts.user_id = gone.user_id RETURNING 1)

@@ -20,6 +20,17 @@
 //! then about 256 KB of JSON, never more than 1,000 rows) plus one 64 KB
 //! chunk; `CLIENT_WRITE_TIMEOUT` disconnects it.
 //!
+//! A list that fits in one body carries an `ETag` (see `conditional`) and
+//! answers a matching `If-None-Match` with a 304; a streamed one cannot (its
+//! headers leave before its rows are read): clients that want revalidation
+//! of long lists use pages.
+//!
+//! Pages (`?limit=`, `?cursor=`) are read in the same keyset batches and
+//! built in memory, so that their ETag covers exactly the rows returned; a
+//! page stops early at about `PAGE_BYTES` of JSON (the `Link` header then
+//! still announces the next one), which keeps a page's memory bounded like a
+//! streamed list's.
+//!
 //! Batches are read one after another, not in one snapshot: a task created
 //! while a long list streams is not in it (it is newer than the first
 //! batch), and one deleted meanwhile may or may not be.
@@ -28,11 +39,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix_web::HttpResponse;
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::Bytes;
 use futures_util::stream;
 use tasks_domain::{OwnerId, StatusFilter, Task, TaskId};
 use tasks_ports::TaskRepository;
 
+use crate::conditional::{encode_cursor, filter_name, list_etag, none_match_hits};
 use crate::dto::TaskResponse;
 use crate::error::ApiError;
 
@@ -49,6 +62,44 @@ const MAX_BATCH: usize = 1_000;
 /// A chunk is handed to the connection once it holds this much.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// A page ends early once its JSON reaches about this many bytes.
+pub const PAGE_BYTES: usize = 1024 * 1024;
+
+/// Which page of the list a request asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// At most this many tasks.
+    pub limit: u32,
+    /// Tasks with an id below this one (from the cursor).
+    pub after: Option<TaskId>,
+}
+
+/// A body that fits in memory, with its ETag: 304 when `If-None-Match`
+/// matches, 200 otherwise. Either carries the ETag and `link`.
+fn revalidated(
+    headers: &HeaderMap,
+    body: &[TaskResponse],
+    has_next: bool,
+    link: Option<String>,
+) -> HttpResponse {
+    let etag = list_etag(body, has_next);
+    let not_modified = none_match_hits(headers, &etag);
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.insert_header((header::ETAG, etag));
+    if let Some(link) = link {
+        response.insert_header((header::LINK, link));
+    }
+    if not_modified {
+        response.finish()
+    } else {
+        response.json(body)
+    }
+}
+
 /// The response to a list request.
 ///
 /// # Errors
@@ -58,14 +109,19 @@ pub async fn respond(
     repo: Arc<dyn TaskRepository>,
     owner: OwnerId,
     filter: StatusFilter,
+    page: Option<Page>,
+    headers: &HeaderMap,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(page) = page {
+        return respond_page(&*repo, &owner, filter, page, headers).await;
+    }
     let first = repo.list(&owner, filter, None, FIRST_BATCH).await?;
     if first.len() < FIRST_BATCH {
         let body = first
             .into_iter()
             .map(|task| owned(task, &owner))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(HttpResponse::Ok().json(body));
+        return Ok(revalidated(headers, &body, false, None));
     }
     drop(first);
     let listing = Listing {
@@ -83,6 +139,54 @@ pub async fn respond(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(stream::try_unfold(listing, Listing::next_chunk)))
+}
+
+/// One page: up to `page.limit` tasks (fewer once `PAGE_BYTES` of JSON is
+/// reached), read in keyset batches, and whether another follows; the
+/// next page's URL goes into `Link: <...>; rel="next"`.
+async fn respond_page(
+    repo: &dyn TaskRepository,
+    owner: &OwnerId,
+    filter: StatusFilter,
+    page: Page,
+    headers: &HeaderMap,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page.limit as usize;
+    let mut body: Vec<TaskResponse> = Vec::new();
+    let mut bytes = 0;
+    let mut before = page.after;
+    let mut has_next = false;
+    loop {
+        // One row more than the page still needs tells whether another
+        // page follows without a second query.
+        let want = (limit - body.len()).min(FIRST_BATCH) + 1;
+        let batch = repo.list(owner, filter, before, want).await?;
+        let full = batch.len() == want;
+        for task in batch {
+            if body.len() == limit || bytes >= PAGE_BYTES {
+                has_next = true;
+                break;
+            }
+            before = Some(task.id);
+            let task = owned(task, owner)?;
+            // An estimate (the fixed fields take well under 200 bytes).
+            bytes += 200 + task.title.len() + task.description.as_ref().map_or(0, String::len);
+            body.push(task);
+        }
+        if has_next || !full {
+            break;
+        }
+    }
+    let link = match (has_next, before) {
+        (true, Some(last)) => Some(format!(
+            "</api/tasks?status={}&limit={}&cursor={}>; rel=\"next\"",
+            filter_name(filter),
+            page.limit,
+            encode_cursor(owner, filter, last)
+        )),
+        _ => None,
+    };
+    Ok(revalidated(headers, &body, has_next, link))
 }
 
 /// Defence in depth: the store filters by owner in SQL; this check makes sure

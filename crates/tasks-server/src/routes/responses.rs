@@ -47,9 +47,30 @@ pub struct BodyTooLarge(pub ErrorBody);
 #[derive(IntoResponses)]
 pub enum PartialUpdateResponses {
     /// The updated task
-    #[response(status = 200)]
+    #[response(
+        status = 200,
+        headers(("ETag" = String, description = "The task's new strong ETag"))
+    )]
     Updated(TaskResponse),
     /// Invalid id or body
     #[response(status = 400)]
     Invalid(ErrorBody),
 }
+
+/// An `If-Match` that does not match the task's current ETag (also a weak
+/// tag, which never matches); nothing was written.
+#[derive(IntoResponses)]
+#[response(
+    status = 412,
+    description = "`If-Match` does not match the task's current ETag (`precondition_failed`); nothing was written"
+)]
+pub struct PreconditionFailed(pub ErrorBody);
+
+/// The task has not changed since the ETag in `If-None-Match`.
+#[derive(IntoResponses)]
+#[response(
+    status = 304,
+    description = "Not modified: the ETag in `If-None-Match` is current; no body",
+    headers(("ETag" = String, description = "The current ETag"))
+)]
+pub struct NotModified;

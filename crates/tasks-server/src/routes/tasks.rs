@@ -1,21 +1,37 @@
 //! The six task endpoints. Handlers parse, call the repository port with the
 //! caller's owner id, and shape the response; they own no SQL.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskPatch};
+use tasks_ports::Written;
 
+use crate::conditional::{
+    DEFAULT_LIMIT, decode_cursor, if_match, none_match_hits, parse_limit, task_etag,
+};
 use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, JsonBody, TaskIdPath};
-use crate::routes::listing::{self, owned};
+use crate::routes::listing::{self, Page, owned};
 use crate::routes::responses::{
-    AuthenticatedErrors, BodyTooLarge, PartialUpdateResponses, TaskNotFound,
+    AuthenticatedErrors, BodyTooLarge, NotModified, PartialUpdateResponses, PreconditionFailed,
+    TaskNotFound,
 };
 use crate::state::AppState;
 
-fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
-    let task = task.ok_or(ApiError::TaskNotFound)?;
-    Ok(HttpResponse::Ok().json(owned(task, caller)?))
+/// The response to a write on an existing task: the task with its new ETag,
+/// 404 or 412.
+fn written(outcome: Written<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
+    match outcome {
+        Written::Done(task) => {
+            let body = owned(task, caller)?;
+            Ok(HttpResponse::Ok()
+                .insert_header((header::ETAG, task_etag(&body)))
+                .json(body))
+        }
+        Written::NotFound => Err(ApiError::TaskNotFound),
+        Written::PreconditionFailed => Err(ApiError::PreconditionFailed),
+    }
 }
 
 /// List the caller's tasks, newest first.
@@ -23,11 +39,19 @@ fn found(task: Option<Task>, caller: &OwnerId) -> Result<HttpResponse, ApiError>
     get,
     path = "/api/tasks",
     tag = "tasks",
-    params(ListQuery),
+    params(
+        ListQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of this list (or page) received before: 304 while it is current"),
+    ),
     security(("bearer_auth" = [])),
     responses(
-        (status = 200, description = "The caller's tasks, newest first (descending id)", body = [TaskResponse]),
-        (status = 400, description = "Invalid `status` filter", body = ErrorBody),
+        (status = 200, description = "The caller's tasks, newest first (descending id)", body = [TaskResponse],
+            headers(
+                ("ETag" = String, description = "Strong ETag of exactly these rows; absent on a whole list too long for one body (use pages)"),
+                ("Link" = String, description = "With `limit`/`cursor`: `</api/tasks?...&cursor=...>; rel=\"next\"` while another page follows"),
+            )),
+        NotModified,
+        (status = 400, description = "Invalid `status`, `limit` or `cursor`", body = ErrorBody),
         AuthenticatedErrors,
     )
 )]
@@ -35,10 +59,21 @@ pub async fn list_tasks(
     caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let filter = StatusFilter::parse(query.status.as_deref())
         .map_err(|e| ApiError::Validation(e.to_string()))?;
-    listing::respond(state.repo.clone(), caller.0, filter).await
+    let limit = query.limit.as_deref().map(parse_limit).transpose()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, &caller.0, filter))
+        .transpose()?;
+    let page = (limit.is_some() || after.is_some()).then(|| Page {
+        limit: limit.unwrap_or(DEFAULT_LIMIT),
+        after,
+    });
+    listing::respond(state.repo.clone(), caller.0, filter, page, req.headers()).await
 }
 
 /// Create a task for the caller.
@@ -50,7 +85,10 @@ pub async fn list_tasks(
     security(("bearer_auth" = [])),
     responses(
         (status = 201, description = "Created", body = TaskResponse,
-            headers(("Location" = String, description = "`/api/tasks/{id}` of the new task"))),
+            headers(
+                ("Location" = String, description = "`/api/tasks/{id}` of the new task"),
+                ("ETag" = String, description = "The new task's strong ETag"),
+            )),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 409, description = "The caller already holds `MAX_TASKS_PER_USER` tasks (`task_limit_reached`); nothing was stored", body = ErrorBody),
         BodyTooLarge,
@@ -72,6 +110,7 @@ pub async fn create_task(
     let body = owned(task, &caller.0)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/tasks/{}", body.id)))
+        .insert_header((header::ETAG, task_etag(&body)))
         .json(body))
 }
 
@@ -80,10 +119,15 @@ pub async fn create_task(
     get,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Task id", minimum = 1),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of this task received before: 304 while it is current"),
+    ),
     security(("bearer_auth" = [])),
     responses(
-        (status = 200, description = "The task", body = TaskResponse),
+        (status = 200, description = "The task", body = TaskResponse,
+            headers(("ETag" = String, description = "The task's strong ETag"))),
+        NotModified,
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
         TaskNotFound,
         AuthenticatedErrors,
@@ -93,8 +137,23 @@ pub async fn get_task(
     caller: Caller,
     id: TaskIdPath,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    found(state.repo.get(&caller.0, id.0).await?, &caller.0)
+    let task = state
+        .repo
+        .get(&caller.0, id.0)
+        .await?
+        .ok_or(ApiError::TaskNotFound)?;
+    let body = owned(task, &caller.0)?;
+    let etag = task_etag(&body);
+    if none_match_hits(req.headers(), &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .json(body))
 }
 
 /// Update some fields of one of the caller's tasks.
@@ -102,18 +161,22 @@ pub async fn get_task(
     put,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Task id", minimum = 1),
+        ("If-Match" = Option<String>, Header, description = "Strong ETag(s) of the task, or `*`: the write happens only if one matches (412 otherwise)"),
+    ),
     request_body = UpdateTaskRequest,
     security(("bearer_auth" = [])),
-    responses(PartialUpdateResponses, TaskNotFound, BodyTooLarge, AuthenticatedErrors)
+    responses(PartialUpdateResponses, TaskNotFound, PreconditionFailed, BodyTooLarge, AuthenticatedErrors)
 )]
 pub async fn update_task(
     caller: Caller,
     id: TaskIdPath,
     state: web::Data<AppState>,
     body: JsonBody<UpdateTaskRequest>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    apply_patch(&state, &caller, id, body.0).await
+    apply_patch(&state, &caller, id, body.0, &req).await
 }
 
 /// Update some fields of one of the caller's tasks (the standard verb for a
@@ -122,18 +185,22 @@ pub async fn update_task(
     patch,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Task id", minimum = 1),
+        ("If-Match" = Option<String>, Header, description = "Strong ETag(s) of the task, or `*`: the write happens only if one matches (412 otherwise)"),
+    ),
     request_body = UpdateTaskRequest,
     security(("bearer_auth" = [])),
-    responses(PartialUpdateResponses, TaskNotFound, BodyTooLarge, AuthenticatedErrors)
+    responses(PartialUpdateResponses, TaskNotFound, PreconditionFailed, BodyTooLarge, AuthenticatedErrors)
 )]
 pub async fn patch_task(
     caller: Caller,
     id: TaskIdPath,
     state: web::Data<AppState>,
     body: JsonBody<UpdateTaskRequest>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    apply_patch(&state, &caller, id, body.0).await
+    apply_patch(&state, &caller, id, body.0, &req).await
 }
 
 /// `PUT` and `PATCH`: absent fields stay, `"description": null` clears.
@@ -142,9 +209,15 @@ async fn apply_patch(
     caller: &Caller,
     id: TaskIdPath,
     body: UpdateTaskRequest,
+    req: &HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let patch = TaskPatch::try_from(body)?;
-    found(state.repo.update(&caller.0, id.0, patch).await?, &caller.0)
+    let expected = if_match(req.headers(), id.0);
+    let outcome = state
+        .repo
+        .update(&caller.0, id.0, patch, expected.as_deref())
+        .await?;
+    written(outcome, &caller.0)
 }
 
 /// Delete one of the caller's tasks.
@@ -152,12 +225,16 @@ async fn apply_patch(
     delete,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Task id", minimum = 1),
+        ("If-Match" = Option<String>, Header, description = "Strong ETag(s) of the task, or `*`: the write happens only if one matches (412 otherwise)"),
+    ),
     security(("bearer_auth" = [])),
     responses(
         (status = 204, description = "Deleted; empty body"),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
         TaskNotFound,
+        PreconditionFailed,
         AuthenticatedErrors,
     )
 )]
@@ -165,11 +242,17 @@ pub async fn delete_task(
     caller: Caller,
     id: TaskIdPath,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if state.repo.delete(&caller.0, id.0).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::TaskNotFound)
+    let expected = if_match(req.headers(), id.0);
+    match state
+        .repo
+        .delete(&caller.0, id.0, expected.as_deref())
+        .await?
+    {
+        Written::Done(()) => Ok(HttpResponse::NoContent().finish()),
+        Written::NotFound => Err(ApiError::TaskNotFound),
+        Written::PreconditionFailed => Err(ApiError::PreconditionFailed),
     }
 }
 
@@ -178,12 +261,17 @@ pub async fn delete_task(
     patch,
     path = "/api/tasks/{id}/complete",
     tag = "tasks",
-    params(("id" = i64, Path, description = "Task id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Task id", minimum = 1),
+        ("If-Match" = Option<String>, Header, description = "Strong ETag(s) of the task, or `*`: the write happens only if one matches (412 otherwise)"),
+    ),
     security(("bearer_auth" = [])),
     responses(
-        (status = 200, description = "The task with `completed` flipped", body = TaskResponse),
+        (status = 200, description = "The task with `completed` flipped", body = TaskResponse,
+            headers(("ETag" = String, description = "The task's new strong ETag"))),
         (status = 400, description = "The id is not a valid task id", body = ErrorBody),
         TaskNotFound,
+        PreconditionFailed,
         AuthenticatedErrors,
     )
 )]
@@ -191,6 +279,12 @@ pub async fn toggle_task(
     caller: Caller,
     id: TaskIdPath,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    found(state.repo.toggle(&caller.0, id.0).await?, &caller.0)
+    let expected = if_match(req.headers(), id.0);
+    let outcome = state
+        .repo
+        .toggle(&caller.0, id.0, expected.as_deref())
+        .await?;
+    written(outcome, &caller.0)
 }

@@ -12,6 +12,7 @@ mod helpers;
 
 mod auth;
 mod bounded;
+mod conditional;
 mod cors;
 mod errors;
 mod frontends;
