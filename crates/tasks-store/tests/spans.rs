@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, TaskPatch, Title};
-use tasks_ports::TaskRepository as _;
+use tasks_ports::{TaskRepository as _, Written};
 use tasks_store::{DatabaseLocation, DieselTaskStore, StoreConfig, run_migrations};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -119,10 +119,18 @@ async fn every_query_has_a_span_and_no_span_carries_task_text_or_the_owner() {
         title: Some(Title::parse(NEW_TITLE).unwrap()),
         ..TaskPatch::default()
     };
-    let updated = store.update(&owner, id, patch).await.unwrap().unwrap();
+    let Written::Done(updated) = store.update(&owner, id, patch, None).await.unwrap() else {
+        panic!("the update was not applied");
+    };
     assert_eq!(updated.title.as_str(), NEW_TITLE);
-    assert!(store.toggle(&owner, id).await.unwrap().unwrap().completed);
-    assert!(store.delete(&owner, id).await.unwrap());
+    let Written::Done(toggled) = store.toggle(&owner, id, None).await.unwrap() else {
+        panic!("the toggle was not applied");
+    };
+    assert!(toggled.completed);
+    assert_eq!(
+        store.delete(&owner, id, None).await.unwrap(),
+        Written::Done(())
+    );
     store.ping().await.unwrap();
     store.close();
     drop(store);
