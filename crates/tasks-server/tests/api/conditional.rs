@@ -501,6 +501,60 @@ async fn foreign_tampered_and_mismatched_cursors_and_bad_limits_are_400(backend:
     }
 }
 
+async fn cors_exposes_the_new_headers_and_preflights_pass(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token("alice");
+    let origin = "http://localhost:3000";
+    let res = send(
+        &app,
+        Method::GET,
+        "/api/tasks",
+        &token,
+        &[("Origin", origin)],
+        None,
+    )
+    .await;
+    let exposed = res
+        .headers()
+        .get("access-control-expose-headers")
+        .expect("exposed headers")
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["etag", "link", "location", "retry-after"] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == name),
+            "{name} in {exposed}"
+        );
+    }
+    for (method, headers) in [
+        ("PUT", "if-match,authorization,content-type"),
+        ("GET", "if-none-match,authorization"),
+    ] {
+        let res = app
+            .client
+            .request(Method::OPTIONS, app.url("/api/tasks/1"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", method)
+            .header("Access-Control-Request-Headers", headers)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{method} {headers}");
+        let allowed = res
+            .headers()
+            .get("access-control-allow-headers")
+            .expect("allowed headers")
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            allowed.contains(headers.split(',').next().unwrap()),
+            "{allowed}"
+        );
+    }
+}
+
 on_both_backends!(
     get_revalidates_until_the_task_changes,
     list_etag_follows_every_change_through_any_instance,
@@ -508,4 +562,5 @@ on_both_backends!(
     if_match_star_means_exists_and_missing_tasks_are_404,
     pages_together_are_the_list,
     foreign_tampered_and_mismatched_cursors_and_bad_limits_are_400,
+    cors_exposes_the_new_headers_and_preflights_pass,
 );
