@@ -175,3 +175,57 @@ pub fn decode_cursor(raw: &str, owner: &OwnerId, filter: StatusFilter) -> Result
     }
     Ok(TaskId::new(last))
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn headers(name: &HeaderName, values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(name.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn if_match_keeps_only_strong_tags_of_this_task() {
+        let id = TaskId::new(7);
+        assert_eq!(if_match(&HeaderMap::new(), id), None);
+        assert_eq!(if_match(&headers(&header::IF_MATCH, &["*"]), id), None);
+        let got = if_match(
+            &headers(
+                &header::IF_MATCH,
+                &["W/\"7-1\", \"8-2\", \"7-3\"", "\"7-x\", junk, \"7-4\""],
+            ),
+            id,
+        )
+        .unwrap();
+        let micros: Vec<i64> = got.iter().map(DateTime::timestamp_micros).collect();
+        assert_eq!(micros, [3, 4]);
+        assert_eq!(
+            if_match(&headers(&header::IF_MATCH, &["W/\"7-1\""]), id),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn cursors_are_bound_to_user_filter_and_id() {
+        let alice = OwnerId::parse("alice").unwrap();
+        let bob = OwnerId::parse("bob").unwrap();
+        let cursor = encode_cursor(&alice, StatusFilter::All, TaskId::new(42));
+        assert_eq!(
+            decode_cursor(&cursor, &alice, StatusFilter::All).unwrap(),
+            TaskId::new(42)
+        );
+        assert!(decode_cursor(&cursor, &bob, StatusFilter::All).is_err());
+        assert!(decode_cursor(&cursor, &alice, StatusFilter::Active).is_err());
+        let forged = URL_SAFE_NO_PAD.encode(format!(
+            "41.{}",
+            cursor_check(&alice, StatusFilter::All, 42)
+        ));
+        assert!(decode_cursor(&forged, &alice, StatusFilter::All).is_err());
+    }
+}
