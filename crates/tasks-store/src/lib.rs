@@ -49,7 +49,9 @@ pub use migrate::run_migrations;
 pub use pool::{DieselTaskStore, PoolStats};
 
 use pool::{Backend, DISK_FULL_WINDOW, with_conn};
-use rows::{Count, PgReturned, Row, SqliteReturned, columns, into_task, into_tasks};
+use rows::{
+    Count, PgReturned, Row, SqliteReturned, columns, into_task, into_tasks, owned_if_current,
+};
 
 #[async_trait]
 impl TaskRepository for DieselTaskStore {
@@ -166,26 +168,17 @@ impl TaskRepository for DieselTaskStore {
             .as_ref()
             .map(|d| d.as_ref().map(Description::as_str));
         let row: Option<Row> = with_conn!(self, |conn| {
-            diesel::update(
-                tasks::table
-                    .filter(tasks::id.eq(id.get()))
-                    .filter(tasks::user_id.eq(owner.as_str()))
-                    .filter(
-                        tasks::updated_at
-                            .eq_any(accepted)
-                            .or(unconditional.into_sql::<diesel::sql_types::Bool>()),
-                    ),
-            )
-            .set((
-                title.map(|t| tasks::title.eq(t)),
-                description.map(|d| tasks::description.eq(d)),
-                patch.completed.map(|c| tasks::completed.eq(c)),
-                tasks::updated_at.eq(now),
-            ))
-            .returning(columns!(tasks))
-            .get_result::<Row>(conn)
-            .await
-            .optional()
+            diesel::update(owned_if_current!(tasks, id, owner, accepted, unconditional))
+                .set((
+                    title.map(|t| tasks::title.eq(t)),
+                    description.map(|d| tasks::description.eq(d)),
+                    patch.completed.map(|c| tasks::completed.eq(c)),
+                    tasks::updated_at.eq(now),
+                ))
+                .returning(columns!(tasks))
+                .get_result::<Row>(conn)
+                .await
+                .optional()
         })?;
         self.note_write();
         self.written(owner, id, expected, row).await
@@ -208,24 +201,15 @@ impl TaskRepository for DieselTaskStore {
         let _timer = self.timer("toggle");
         let now = tasks_domain::now();
         let row: Option<Row> = with_conn!(self, |conn| {
-            diesel::update(
-                tasks::table
-                    .filter(tasks::id.eq(id.get()))
-                    .filter(tasks::user_id.eq(owner.as_str()))
-                    .filter(
-                        tasks::updated_at
-                            .eq_any(accepted)
-                            .or(unconditional.into_sql::<diesel::sql_types::Bool>()),
-                    ),
-            )
-            .set((
-                tasks::completed.eq(diesel::dsl::not(tasks::completed)),
-                tasks::updated_at.eq(now),
-            ))
-            .returning(columns!(tasks))
-            .get_result::<Row>(conn)
-            .await
-            .optional()
+            diesel::update(owned_if_current!(tasks, id, owner, accepted, unconditional))
+                .set((
+                    tasks::completed.eq(diesel::dsl::not(tasks::completed)),
+                    tasks::updated_at.eq(now),
+                ))
+                .returning(columns!(tasks))
+                .get_result::<Row>(conn)
+                .await
+                .optional()
         })?;
         self.note_write();
         self.written(owner, id, expected, row).await
@@ -262,16 +246,13 @@ impl TaskRepository for DieselTaskStore {
             }
             Backend::Sqlite(pool) => {
                 let n: usize = with_conn!(@sqlite self, pool, |conn| {
-                    diesel::delete(
-                        tasks::table
-                            .filter(tasks::id.eq(id.get()))
-                            .filter(tasks::user_id.eq(owner.as_str()))
-                            .filter(
-                                tasks::updated_at
-                                    .eq_any(&accepted)
-                                    .or(unconditional.into_sql::<Bool>()),
-                            ),
-                    )
+                    diesel::delete(owned_if_current!(
+                        tasks,
+                        id,
+                        owner,
+                        &accepted,
+                        unconditional
+                    ))
                     .execute(conn)
                     .await
                 })?;

@@ -32,6 +32,24 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
+/// The caller's task `id` in `$t`, if its `updated_at` is one of `accepted`
+/// or the write is `unconditional`: the `WHERE` of every conditional write,
+/// so ownership and the `If-Match` check are one clause of the statement
+/// itself (one statement shape for both cases).
+macro_rules! owned_if_current {
+    ($t:ident, $id:expr, $owner:expr, $accepted:expr, $unconditional:expr) => {
+        $t::table
+            .filter($t::id.eq($id.get()))
+            .filter($t::user_id.eq($owner.as_str()))
+            .filter(
+                $t::updated_at
+                    .eq_any($accepted)
+                    .or($unconditional.into_sql::<diesel::sql_types::Bool>()),
+            )
+    };
+}
+pub(crate) use owned_if_current;
+
 /// Converts a row selected for `owner`. The query already filtered by owner;
 /// comparing again (instead of re-parsing the id) is cheap and turns a
 /// mis-written query into an error rather than a leak.
