@@ -28,6 +28,19 @@ async fn send(
     req.send().await.expect("request sent")
 }
 
+/// `GET path` with `If-None-Match: tag`.
+async fn revalidate(app: &TestApp, path: &str, token: &str, tag: &str) -> Response {
+    send(
+        app,
+        Method::GET,
+        path,
+        token,
+        &[("If-None-Match", tag)],
+        None,
+    )
+    .await
+}
+
 fn etag(res: &Response) -> String {
     res.headers()
         .get("etag")
@@ -66,29 +79,13 @@ async fn get_revalidates_until_the_task_changes(backend: Backend) {
     assert_eq!(tag, created_tag, "the create's ETag is the task's");
     assert!(!tag.starts_with("W/"), "strong");
 
-    let res = send(
-        &app,
-        Method::GET,
-        &path,
-        &token,
-        &[("If-None-Match", &tag)],
-        None,
-    )
-    .await;
+    let res = revalidate(&app, &path, &token, &tag).await;
     assert_not_modified(res, &tag).await;
     // Weak comparison for If-None-Match, lists and `*` match too.
     let weak = format!("W/{tag}");
     let listed = format!("\"other\", {tag}");
     for value in [weak.as_str(), listed.as_str(), "*"] {
-        let res = send(
-            &app,
-            Method::GET,
-            &path,
-            &token,
-            &[("If-None-Match", value)],
-            None,
-        )
-        .await;
+        let res = revalidate(&app, &path, &token, value).await;
         assert_not_modified(res, &tag).await;
     }
 
@@ -96,15 +93,7 @@ async fn get_revalidates_until_the_task_changes(backend: Backend) {
     assert_eq!(toggled.status(), 200);
     let toggled_tag = etag(&toggled);
     assert_ne!(toggled_tag, tag);
-    let res = send(
-        &app,
-        Method::GET,
-        &path,
-        &token,
-        &[("If-None-Match", &tag)],
-        None,
-    )
-    .await;
+    let res = revalidate(&app, &path, &token, &tag).await;
     assert_eq!(res.status(), 200, "a changed task is never a 304");
     assert_eq!(etag(&res), toggled_tag);
     let body: Value = res.json().await.unwrap();
@@ -115,27 +104,11 @@ async fn get_revalidates_until_the_task_changes(backend: Backend) {
         .await;
     let updated_tag = etag(&updated);
     assert_ne!(updated_tag, toggled_tag);
-    let res = send(
-        &app,
-        Method::GET,
-        &path,
-        &token,
-        &[("If-None-Match", &toggled_tag)],
-        None,
-    )
-    .await;
+    let res = revalidate(&app, &path, &token, &toggled_tag).await;
     assert_eq!(res.status(), 200);
 
     assert_eq!(app.delete(&token, &task["id"]).await.status(), 204);
-    let res = send(
-        &app,
-        Method::GET,
-        &path,
-        &token,
-        &[("If-None-Match", &updated_tag)],
-        None,
-    )
-    .await;
+    let res = revalidate(&app, &path, &token, &updated_tag).await;
     assert_error(res, 404, "not_found").await;
 }
 
@@ -156,15 +129,7 @@ async fn list_etag_follows_every_change_through_any_instance(backend: Backend) {
         let res = send(&one, Method::GET, &path, &token, &[], None).await;
         assert_eq!(res.status(), 200);
         let mut tag = etag(&res);
-        let res = send(
-            &one,
-            Method::GET,
-            &path,
-            &token,
-            &[("If-None-Match", &tag)],
-            None,
-        )
-        .await;
+        let res = revalidate(&one, &path, &token, &tag).await;
         assert_not_modified(res, &tag).await;
 
         // Each write through instance two, then revalidation on one.
@@ -178,15 +143,7 @@ async fn list_etag_follows_every_change_through_any_instance(backend: Backend) {
                 _ => two.create(&token, &json!({"title": "d"})).await,
             };
             assert!(write.status().is_success(), "{what}");
-            let res = send(
-                &one,
-                Method::GET,
-                &path,
-                &token,
-                &[("If-None-Match", &tag)],
-                None,
-            )
-            .await;
+            let res = revalidate(&one, &path, &token, &tag).await;
             assert_eq!(res.status(), 200, "{query}: after {what}");
             let new_tag = etag(&res);
             assert_ne!(new_tag, tag, "{query}: after {what}");
@@ -195,15 +152,7 @@ async fn list_etag_follows_every_change_through_any_instance(backend: Backend) {
         // Deleting the newest task changes every list and page.
         let newest: Vec<Value> = one.list(&token, "").await.json().await.unwrap();
         assert_eq!(two.delete(&token, &newest[0]["id"]).await.status(), 204);
-        let res = send(
-            &one,
-            Method::GET,
-            &path,
-            &token,
-            &[("If-None-Match", &tag)],
-            None,
-        )
-        .await;
+        let res = revalidate(&one, &path, &token, &tag).await;
         assert_eq!(res.status(), 200, "{query}: after delete");
         assert_ne!(etag(&res), tag);
     }
@@ -394,15 +343,7 @@ async fn follow(app: &TestApp, token: &str, first: &str) -> Vec<Vec<Value>> {
         assert_eq!(res.status(), 200, "{path}");
         next = next_link(&res);
         let tag = etag(&res);
-        let res2 = send(
-            app,
-            Method::GET,
-            &path,
-            token,
-            &[("If-None-Match", &tag)],
-            None,
-        )
-        .await;
+        let res2 = revalidate(app, &path, token, &tag).await;
         assert_eq!(next_link(&res2), next, "a 304 repeats the Link");
         assert_not_modified(res2, &tag).await;
         pages.push(res.json().await.unwrap());
