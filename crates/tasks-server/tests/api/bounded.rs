@@ -380,25 +380,23 @@ async fn a_full_disk_is_503_and_ready_reports_it_until_space_returns() {
     assert!(res.headers().get("retry-after").is_some());
     assert_error(res, 503, "service_unavailable").await;
     assert!(!stored.is_empty());
-    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 503, "/ready reports the full disk");
     assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
+        app.probe("/ready").await,
+        503,
+        "/ready reports the full disk"
     );
+    assert_eq!(app.probe("/health").await, 200);
     // Reads still work and nothing acknowledged is lost.
     assert_eq!(app.list_ok(&token).await.len(), stored.len());
 
     std::fs::remove_file(dir.join("ballast")).unwrap();
     let res = app.create(&token, &json!({"title": "after"})).await;
     assert_eq!(res.status(), 201, "writes succeed once space is back");
-    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "/ready recovers with the writes");
+    assert_eq!(
+        app.probe("/ready").await,
+        200,
+        "/ready recovers with the writes"
+    );
     assert_eq!(app.list_ok(&token).await.len(), stored.len() + 1);
 }
 
@@ -518,15 +516,17 @@ async fn postgres_out_of_disk_is_503_and_ready_reports_it() {
         assert!(res.headers().get("retry-after").is_some());
         assert_error(res, 503, "service_unavailable").await;
         assert!(stored > 0);
-        let ready = app.client.get(app.url("/ready")).send().await.unwrap();
-        assert_eq!(ready.status(), 503, "/ready reports the full disk");
+        assert_eq!(
+            app.probe("/ready").await,
+            503,
+            "/ready reports the full disk"
+        );
         assert_eq!(app.list_ok(&token).await.len(), stored, "nothing lost");
 
         std::fs::remove_file(dir.join("ballast")).unwrap();
         let res = app.create(&token, &json!({"title": "after"})).await;
         assert_eq!(res.status(), 201, "writes succeed once space is back");
-        let ready = app.client.get(app.url("/ready")).send().await.unwrap();
-        assert_eq!(ready.status(), 200);
+        assert_eq!(app.probe("/ready").await, 200);
     }
     // The test database was dropped with the app (TestDb drops it
     // synchronously); the guard then drops the tablespace and unmounts.

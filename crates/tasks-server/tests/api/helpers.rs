@@ -387,6 +387,12 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// The status of `GET path` without a token (`/health`, `/ready`).
+    pub async fn probe(&self, path: &str) -> u16 {
+        let res = self.client.get(self.url(path)).send().await;
+        res.expect("request sent").status().as_u16()
+    }
+
     pub async fn create(&self, token: &str, body: &Value) -> Response {
         self.request(Method::POST, "/api/tasks", Some(token), Some(body))
             .await

@@ -104,15 +104,7 @@ async fn oversized_headers_are_rejected(backend: Backend) {
         &response[..response.len().min(200)]
     );
     // The server is still fine.
-    assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.probe("/health").await, 200);
 }
 
 async fn slow_clients_are_cut_off(backend: Backend) {
@@ -385,15 +377,7 @@ async fn protocol_errors_are_as_documented(backend: Backend) {
         assert!(head.contains("content-length: 0"), "{head}");
         assert!(head.contains("connection: close"), "{head}");
     }
-    assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.probe("/health").await, 200);
 }
 
 async fn many_idle_connections_do_not_block_service(backend: Backend) {
