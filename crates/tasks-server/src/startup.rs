@@ -31,6 +31,8 @@ pub struct Application {
     server: Server,
     /// The `/metrics` listener's port and server, when `METRICS_PORT` is set.
     metrics: Option<(u16, Server)>,
+    /// The change log's periodic clean-up, stopped with the server.
+    cleanup: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -62,6 +64,7 @@ impl Application {
             migrate_with_retry(&settings).await?;
         }
         let verifier = build_verifier(&settings).await?;
+        let cleanup = spawn_change_log_cleanup(Arc::clone(&store), settings.change_log);
         let cookie_auth = settings
             .auth
             .cookie_prefix
@@ -144,6 +147,7 @@ impl Application {
             port,
             server,
             metrics,
+            cleanup,
         })
     }
 
@@ -170,6 +174,7 @@ impl Application {
     /// # Errors
     /// The server failed while running.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let _cleanup = AbortOnDrop(self.cleanup);
         let Some((_, metrics)) = self.metrics else {
             return self.server.await;
         };
@@ -182,6 +187,55 @@ impl Application {
         let _ = metrics_task.await;
         result
     }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Clean-up rounds per interval at most (each handles up to
+/// `tasks_store::PURGE_OWNERS_PER_ROUND` owners); the rest waits for the
+/// next interval.
+const CLEANUP_ROUNDS: usize = 10;
+
+/// Every `CHANGE_LOG_CLEANUP_INTERVAL`, removes the change log's expired
+/// and surplus tombstones in bounded rounds (`DieselTaskStore::purge_changes`).
+/// Every instance runs it; it is idempotent, so they need no coordination.
+fn spawn_change_log_cleanup(
+    store: Arc<DieselTaskStore>,
+    settings: crate::settings::ChangeLogSettings,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.cleanup_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for _ in 0..CLEANUP_ROUNDS {
+                match store.purge_changes(settings.retention).await {
+                    Ok((removed, more)) => {
+                        if removed > 0 {
+                            tracing::info!(removed, "change log: old deletions forgotten");
+                        }
+                        if !more {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "change log clean-up failed; retrying at the next interval"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The per-user rate limit, when `RATE_LIMIT_PER_MINUTE` is set: shared

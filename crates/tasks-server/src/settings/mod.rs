@@ -8,7 +8,7 @@
 //!
 //! One file per section: `http` (listener, CORS, limits and timeouts),
 //! `database` (the store's `StoreConfig`), `auth` (the verifier's
-//! `AuthConfig`), `logging`; `parse` holds the small typed parsers they share.
+//! `AuthConfig`), `logging`, `changes` (the change log's retention); `parse` holds the small typed parsers they share.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tasks_store::StoreConfig;
 
 mod auth;
+mod changes;
 mod database;
 mod fleet;
 mod http;
@@ -25,6 +26,7 @@ mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
+pub use changes::ChangeLogSettings;
 pub use fleet::{FleetSettings, MetricsListener, RedisLimit, Traces};
 pub use logging::LogFormat;
 
@@ -95,6 +97,9 @@ struct Raw {
     otel_exporter_otlp_traces_protocol: Option<String>,
     otel_traces_exporter: Option<String>,
     otel_sdk_disabled: Option<String>,
+    change_log_retention_secs: Option<String>,
+    max_tombstones_per_user: Option<String>,
+    change_log_cleanup_interval: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +140,8 @@ pub struct Settings {
     pub rate_limit_max_keys: usize,
     /// Metrics, shared rate limits, traces (`settings/fleet.rs`).
     pub fleet: FleetSettings,
+    /// The change feed's retention and clean-up (`settings/changes.rs`).
+    pub change_log: ChangeLogSettings,
 }
 
 impl Settings {
@@ -213,6 +220,7 @@ impl Settings {
         let logging = logging::Logging::parse(&raw, production)?;
         let limits = http::Limits::parse(&raw)?;
         let fleet = FleetSettings::parse(&raw, limits.rate_limit_per_minute.is_some())?;
+        let change_log = ChangeLogSettings::parse(&raw)?;
         Ok(Self {
             production,
             host: listener.host,
@@ -237,6 +245,7 @@ impl Settings {
             client_write_timeout: limits.client_write_timeout,
             rate_limit_max_keys: limits.rate_limit_max_keys,
             fleet,
+            change_log,
         })
     }
 
