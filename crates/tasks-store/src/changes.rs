@@ -81,6 +81,12 @@ pub struct ChangeRetention {
     pub max_age: Duration,
     /// At most this many tombstones per owner; older ones are removed.
     pub max_tombstones: u32,
+    /// The cap is checked for owners who deleted a task within this long
+    /// (a few clean-up intervals: an owner goes past the cap only by
+    /// deleting, and is trimmed at the next round; one who then stops
+    /// deleting for longer than this while no round runs stays over the cap
+    /// by those deletions until their next one).
+    pub cap_window: Duration,
 }
 
 /// The head, the page and the purge mark in one statement: the aggregate
@@ -118,17 +124,21 @@ ORDER BY p.version";
 
 /// The owners whose tombstones must go, and up to which version: the newest
 /// expired tombstone (older than `$1` seconds), and the newest tombstone
-/// beyond the `$2` most recent ones. At most `$3` owners a round.
+/// beyond the `$2` most recent ones. Only owners who deleted something in
+/// the last `$4` seconds can have gone past the cap since an earlier round,
+/// so only they are counted (one range of the tombstones' age index, then
+/// at most `$2` + 1 index entries each), not every owner's tombstones. At
+/// most `$3` owners a round.
 const PG_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM (
     SELECT user_id, max(version) AS through FROM task_changes
     WHERE deleted AND changed_at < now() - make_interval(secs => $1)
     GROUP BY user_id
     UNION ALL
-    SELECT o.user_id,
-           (SELECT t.version FROM task_changes t WHERE t.user_id = o.user_id AND t.deleted
+    SELECT r.user_id,
+           (SELECT t.version FROM task_changes t WHERE t.user_id = r.user_id AND t.deleted
             ORDER BY t.version DESC LIMIT 1 OFFSET $2) AS through
-    FROM (SELECT user_id FROM task_changes WHERE deleted
-          GROUP BY user_id HAVING count(*) > $2) o
+    FROM (SELECT DISTINCT user_id FROM task_changes
+          WHERE deleted AND changed_at >= now() - make_interval(secs => $4)) r
 ) x WHERE through IS NOT NULL GROUP BY user_id ORDER BY user_id LIMIT $3";
 
 const SQLITE_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM (
@@ -136,11 +146,11 @@ const SQLITE_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM
     WHERE deleted AND changed_at < strftime('%Y-%m-%d %H:%M:%f', 'now', ?1)
     GROUP BY user_id
     UNION ALL
-    SELECT o.user_id,
-           (SELECT t.version FROM task_changes t WHERE t.user_id = o.user_id AND t.deleted
+    SELECT r.user_id,
+           (SELECT t.version FROM task_changes t WHERE t.user_id = r.user_id AND t.deleted
             ORDER BY t.version DESC LIMIT 1 OFFSET ?2) AS through
-    FROM (SELECT user_id FROM task_changes WHERE deleted
-          GROUP BY user_id HAVING count(*) > ?2) o
+    FROM (SELECT DISTINCT user_id FROM task_changes
+          WHERE deleted AND changed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', ?4)) r
 ) x WHERE through IS NOT NULL GROUP BY user_id ORDER BY user_id LIMIT ?3";
 
 #[derive(diesel::QueryableByName)]
@@ -204,6 +214,7 @@ impl DieselTaskStore {
     ) -> Result<(u64, bool), RepoError> {
         let _timer = self.timer("purge_changes");
         let max_age = retention.max_age.as_secs_f64();
+        let window = retention.cap_window.as_secs_f64();
         let cap = i64::from(retention.max_tombstones);
         let targets: Vec<Target> = match &self.backend {
             Backend::Postgres { pool, tls } => with_conn!(@pg self, pool, tls, |conn| {
@@ -211,16 +222,19 @@ impl DieselTaskStore {
                     .bind::<Double, _>(max_age)
                     .bind::<BigInt, _>(cap)
                     .bind::<BigInt, _>(PURGE_OWNERS_PER_ROUND)
+                    .bind::<Double, _>(window)
                     .load::<Target>(conn)
                     .await
             })?,
             Backend::Sqlite(pool) => {
                 let age = format!("-{max_age:.3} seconds");
+                let window = format!("-{window:.3} seconds");
                 with_conn!(@sqlite self, pool, |conn| {
                     diesel::sql_query(SQLITE_PURGE_TARGETS)
                         .bind::<Text, _>(&age)
                         .bind::<BigInt, _>(cap)
                         .bind::<BigInt, _>(PURGE_OWNERS_PER_ROUND)
+                        .bind::<Text, _>(&window)
                         .load::<Target>(conn)
                         .await
                 })?
