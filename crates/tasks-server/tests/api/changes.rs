@@ -701,6 +701,37 @@ async fn pgbouncer_writes_notify_version_and_owner_unless_turned_off() {
     writes_notify_version_and_owner_unless_turned_off(Backend::PgBouncer).await;
 }
 
+/// A database that had tasks before the change feed existed: the migration
+/// numbers each user's tasks by id, so a full sync is the list, and later
+/// changes continue from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_existing_tasks_are_backfilled_into_the_feed() {
+    let (db, url) = crate::helpers::TestDb::create(Backend::Postgres).await;
+    let old = crate::helpers::connect_pg(&url).await;
+    old.batch_execute(concat!(
+        include_str!("../../../../migrations/postgres/2026-11-25-000000_create_tasks/up.sql"),
+        include_str!("../../../../migrations/postgres/2026-12-01-000000_bounded_tasks/up.sql"),
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL,
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+         INSERT INTO __diesel_schema_migrations (version) VALUES ('20261125000000'), ('20261201000000');
+         INSERT INTO tasks (user_id, title) VALUES ('alice', 'a1'), ('bob', 'b1'), ('alice', 'a2');
+         INSERT INTO task_counts VALUES ('alice', 2), ('bob', 1);"
+    ))
+    .await
+    .unwrap();
+    let app = TestApp::spawn_on(Backend::Postgres, Arc::new(db), &url, &[]).await;
+    let alice = app.token("alice");
+    let mut sync = Replica::default();
+    sync.catch_up(&app, &alice, Some(1)).await;
+    assert_eq!(sync.state(), listed(&app, &alice).await);
+    assert_eq!(sync.state().len(), 2);
+    assert_eq!(sync.cursor.as_deref(), Some("2"));
+    let a3 = app.create_ok(&alice, "a3").await;
+    let body = page(&app, &alice, Some("2"), None).await;
+    assert_eq!(body["tasks"], json!([a3]));
+    assert_eq!(body["cursor"], "3");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_open_transaction_holds_back_the_users_later_versions() {
     an_open_transaction_holds_back_the_users_later_versions(Backend::Postgres).await;
