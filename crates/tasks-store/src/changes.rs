@@ -91,7 +91,8 @@ pub struct ChangeRetention {
 
 /// The head, the page and the purge mark in one statement: the aggregate
 /// row always exists (versions 0 for an owner who never wrote), joined with
-/// up to `$3` entries after `$2`. Tombstones are left out of a full sync
+/// up to `$3` entries after `$2` (taken in version order from the owner's
+/// index first, then joined with their tasks by primary key). Tombstones are left out of a full sync
 /// (`$2` = 0). A change whose task row is gone (a `TRUNCATE` behind the
 /// service's back fires no row trigger) is reported as a deletion.
 const PG_CHANGES: &str = "SELECT h.head, h.purged, p.version, p.deleted, p.task_id,
@@ -101,11 +102,11 @@ FROM (SELECT coalesce(max(version), 0) AS head, coalesce(max(purged_through), 0)
 LEFT JOIN (
     SELECT c.version, c.deleted, c.task_id, t.id, t.user_id, t.title, t.description,
            t.completed, t.created_at, t.updated_at
-    FROM task_changes c
-    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted
-    WHERE c.user_id = $1 AND c.version > $2 AND (NOT c.deleted OR $2 > 0)
-    ORDER BY c.version
-    LIMIT $3) p ON TRUE
+    FROM (SELECT version, deleted, task_id, user_id FROM task_changes
+          WHERE user_id = $1 AND version > $2 AND (NOT deleted OR $2 > 0)
+          ORDER BY version
+          LIMIT $3) c
+    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted) p ON TRUE
 ORDER BY p.version";
 
 const SQLITE_CHANGES: &str = "SELECT h.head, h.purged, p.version, p.deleted, p.task_id,
@@ -115,11 +116,11 @@ FROM (SELECT coalesce(max(version), 0) AS head, coalesce(max(purged_through), 0)
 LEFT JOIN (
     SELECT c.version, c.deleted, c.task_id, t.id, t.user_id, t.title, t.description,
            t.completed, t.created_at, t.updated_at
-    FROM task_changes c
-    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted
-    WHERE c.user_id = ?1 AND c.version > ?2 AND (NOT c.deleted OR ?2 > 0)
-    ORDER BY c.version
-    LIMIT ?3) p ON TRUE
+    FROM (SELECT version, deleted, task_id, user_id FROM task_changes
+          WHERE user_id = ?1 AND version > ?2 AND (NOT deleted OR ?2 > 0)
+          ORDER BY version
+          LIMIT ?3) c
+    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted) p ON TRUE
 ORDER BY p.version";
 
 /// The owners whose tombstones must go, and up to which version: the newest
