@@ -14,6 +14,10 @@ use utoipa::ToSchema;
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
+/// Seconds a client should wait before retrying a request whose
+/// `Idempotency-Key` is still in flight.
+pub const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 1;
+
 /// The error envelope.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 #[schema(example = json!({"detail": "title must not be empty", "status_code": 400, "error_type": "validation_error"}))]
@@ -49,6 +53,16 @@ pub enum ApiError {
     PreconditionFailed,
     #[error("Task limit reached: a user may hold at most {0} tasks; delete some first")]
     TaskLimitReached(u32),
+    /// The `Idempotency-Key` was used before with another request body.
+    #[error(
+        "This Idempotency-Key was already used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// A request with the same `Idempotency-Key` is still being processed.
+    #[error(
+        "A request with this Idempotency-Key is still being processed; retry shortly to get its response"
+    )]
+    IdempotencyKeyInFlight,
     /// The client did not send its body in time; the connection is closed.
     #[error("{0}")]
     RequestTimeout(String),
@@ -81,6 +95,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TaskLimitReached(_) => "task_limit_reached",
             Self::PreconditionFailed => "precondition_failed",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Forbidden(_) => "forbidden",
@@ -136,6 +152,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -165,6 +183,12 @@ impl ResponseError for ApiError {
             response
                 .head_mut()
                 .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        if let Self::IdempotencyKeyInFlight = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(IN_FLIGHT_RETRY_AFTER_SECS),
+            );
         }
         if let Self::RateLimited(seconds) = self {
             response

@@ -67,10 +67,13 @@ impl Application {
             .cookie_prefix
             .as_deref()
             .map(|prefix| CookieAuth::new(prefix, &settings.cors_origins));
+        let repo = Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>;
+        crate::idempotency::spawn_cleanup(&repo, settings.idempotency_cleanup_interval);
         let state = web::Data::new(AppState {
-            repo: Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>,
+            repo,
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
+            idempotency_key_ttl: settings.idempotency_key_ttl,
             cookie_auth,
             rate_limiter: rate_limit(&settings)?,
         });

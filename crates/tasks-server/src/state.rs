@@ -16,6 +16,8 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<UserRateLimit>>,
     /// Most tasks one user may hold.
     pub max_tasks_per_user: u32,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_key_ttl: std::time::Duration,
     /// Better Auth's session cookie is accepted (`AUTH_COOKIE=true`).
     pub cookie_auth: Option<CookieAuth>,
 }

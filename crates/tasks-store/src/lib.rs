@@ -30,6 +30,7 @@
 
 mod config;
 mod errors;
+mod idempotency;
 mod migrate;
 mod pg;
 mod pool;
@@ -42,7 +43,9 @@ use diesel::IntoSql as _;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch, Title};
-use tasks_ports::{Precondition, RepoError, TaskRepository, Written};
+use tasks_ports::{
+    IdempotencyKey, IdempotentCreate, Precondition, RepoError, TaskRepository, Written,
+};
 
 pub use config::{DatabaseLocation, ReadReplicaConfig, StoreConfig, redact_url};
 pub use migrate::run_migrations;
@@ -143,6 +146,35 @@ impl TaskRepository for DieselTaskStore {
             tracing::Span::current().record("task_id", row.0);
         }
         row.map(|r| into_task(r, owner)).transpose()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "db.create_idempotent",
+        skip_all,
+        fields(backend = self.backend.name(), max_tasks = max_tasks)
+    )]
+    async fn create_idempotent(
+        &self,
+        owner: &OwnerId,
+        task: NewTask,
+        max_tasks: u32,
+        key: IdempotencyKey<'_>,
+    ) -> Result<IdempotentCreate, RepoError> {
+        let _writing = self.writing(owner);
+        let _timer = self.timer("create_idempotent");
+        self.create_keyed(owner, task, max_tasks, key).await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "db.purge_idempotency_keys",
+        skip_all,
+        fields(backend = self.backend.name(), limit = limit)
+    )]
+    async fn purge_expired_idempotency_keys(&self, limit: u32) -> Result<u64, RepoError> {
+        let _timer = self.timer("purge_idempotency_keys");
+        self.purge_keys(limit).await
     }
 
     #[tracing::instrument(
@@ -419,7 +451,7 @@ RETURNING id, user_id, title, description, completed, created_at, updated_at";
 
 /// SQLite runs one writer at a time and a write statement takes the write
 /// lock before it reads, so the count it checks cannot change under it.
-const SQLITE_CREATE: &str =
+pub(crate) const SQLITE_CREATE: &str =
     "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)
 SELECT ?1, ?3, ?4, 0, ?5, ?5
 WHERE (SELECT count(*) FROM tasks WHERE user_id = ?1) < ?2

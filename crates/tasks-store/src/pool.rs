@@ -161,8 +161,16 @@ impl Backend {
 }
 
 /// The repository's operations, as the `operation` label names them.
-const OPERATIONS: [&str; 7] = [
-    "list", "get", "create", "update", "toggle", "delete", "ping",
+const OPERATIONS: [&str; 9] = [
+    "list",
+    "get",
+    "create",
+    "update",
+    "toggle",
+    "delete",
+    "ping",
+    "create_idempotent",
+    "purge_idempotency_keys",
 ];
 
 /// The store's metrics, through the `metrics` facade: the store knows
@@ -171,7 +179,7 @@ const OPERATIONS: [&str; 7] = [
 /// no-ops, and a query pays no registry lookup either way.
 struct StoreMetrics {
     /// `db_query_duration_seconds{operation, backend}`, in `OPERATIONS` order.
-    durations: [metrics::Histogram; 7],
+    durations: [metrics::Histogram; 9],
     /// `db_query_timeouts_total{backend}`.
     timeouts: metrics::Counter,
 }
@@ -234,6 +242,8 @@ pub struct DieselTaskStore {
     /// The streaming standby that may serve reads (`DATABASE_READ_URL`).
     pub(crate) replica: Option<Box<crate::replica::Replica>>,
     metrics: StoreMetrics,
+    /// Idempotency keys being claimed in this process (SQLite).
+    pub(crate) in_flight: crate::idempotency::InFlight,
 }
 
 impl DieselTaskStore {
@@ -353,6 +363,7 @@ impl DieselTaskStore {
             disk_full_at: Mutex::new(None),
             replica: None,
             metrics: StoreMetrics::new(backend.name()),
+            in_flight: crate::idempotency::InFlight::default(),
             backend,
         })
     }
