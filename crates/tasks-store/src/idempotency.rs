@@ -66,7 +66,12 @@ impl InFlight {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        set.insert(entry.clone()).then_some(Marker {
+        if !set.insert(entry.clone()) {
+            // Not `then_some`: a `Marker` built and dropped here would
+            // unmark the first caller's key (under this very lock).
+            return None;
+        }
+        Some(Marker {
             set: self,
             entry: Some(entry),
         })

@@ -16,6 +16,7 @@ mod conditional;
 mod cors;
 mod errors;
 mod frontends;
+mod idempotency;
 mod isolation;
 mod jwt_attacks;
 mod limits;
