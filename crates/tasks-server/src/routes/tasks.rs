@@ -84,7 +84,7 @@ pub async fn list_tasks(
     path = "/api/tasks",
     tag = "tasks",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Opt-in: makes a retried create safe (draft-ietf-httpapi-idempotency-key-header). 1 to 255 visible ASCII characters, bare (`abc`) or as a structured-field string (`\"abc\"`); scoped to the caller and this operation. The same key with the same body within `IDEMPOTENCY_KEY_TTL_SECS` (24 h) returns the first response (201 or the task limit's 409) with `Idempotent-Replayed: true` and creates nothing; with another body it is a 422; while the first is still running, a 409. A 503 is not remembered: retry with the same key.", max_length = 255, min_length = 1),
+        ("Idempotency-Key" = Option<String>, Header, description = "Opt-in: makes a retried create safe (draft-ietf-httpapi-idempotency-key-header). 1 to 255 visible ASCII characters, bare (`abc`) or as a structured-field string (`\"abc\"`); scoped to the caller and this operation. The same key with the same body within `IDEMPOTENCY_KEY_TTL_SECS` (24 h) returns the first response (201 or the task limit's 409) with `Idempotent-Replayed: true` and creates nothing; with another body it is a 422; while the first is still running, a 409. A 503 is not remembered: retry with the same key.", pattern = r#"^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$"#),
     ),
     request_body = CreateTaskRequest,
     security(("bearer_auth" = [])),
