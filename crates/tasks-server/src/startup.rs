@@ -250,6 +250,7 @@ fn cors(origins: &[String]) -> Cors {
             header::RETRY_AFTER,
             header::ETAG,
             header::LINK,
+            crate::idempotency::IDEMPOTENT_REPLAYED.clone(),
         ])
         .max_age(600)
         // A foreign origin gets an ordinary response without CORS headers, so

@@ -334,7 +334,74 @@ async fn a_retry_while_the_first_is_in_flight_is_409(backend: Backend) {
     assert_eq!(app.list_ok(&token).await.len(), 1);
 }
 
+/// A browser page may send the key (and `Last-Event-ID`) cross-origin and
+/// read what a replay answers.
+async fn cors_lets_pages_send_keys_and_read_replays(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let origin = "http://localhost:3000";
+    for (method, path, headers) in [
+        (
+            "POST",
+            "/api/tasks",
+            "idempotency-key,authorization,content-type",
+        ),
+        ("GET", "/api/tasks", "last-event-id,authorization"),
+    ] {
+        let res = app
+            .client
+            .request(Method::OPTIONS, app.url(path))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", method)
+            .header("Access-Control-Request-Headers", headers)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{method} {headers}");
+        let allowed = res
+            .headers()
+            .get("access-control-allow-headers")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        for header in headers.split(',') {
+            assert!(allowed.contains(header), "{header} in {allowed}");
+        }
+    }
+    let res = app
+        .client
+        .post(app.url("/api/tasks"))
+        .bearer_auth(app.token("alice"))
+        .header("Origin", origin)
+        .header("idempotency-key", "from-a-page")
+        .json(&json!({"title": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let exposed = res
+        .headers()
+        .get("access-control-expose-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "location",
+        "etag",
+        "retry-after",
+        "link",
+        "idempotent-replayed",
+    ] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == name),
+            "{name} in {exposed}"
+        );
+    }
+}
+
 on_both_backends!(
+    cors_lets_pages_send_keys_and_read_replays,
     a_replay_returns_the_first_response_and_creates_nothing,
     the_same_key_with_another_body_is_422,
     keys_are_scoped_to_the_user,
