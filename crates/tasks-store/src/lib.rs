@@ -11,12 +11,14 @@
 //! concurrent toggles never lose one another.
 //!
 //! This file is the repository: the queries, then the SQL that differs per
-//! backend. The machinery they run on is in `pool.rs` (pools, `with_conn!`,
+//! backend; idempotent creates (`Idempotency-Key`) are in `idempotency.rs`.
+//! The machinery they run on is in `pool.rs` (pools, `with_conn!`,
 //! timeouts and cancel, disk-full bookkeeping) and `rows.rs` (the column list
 //! and the row-to-`Task` mapping).
 //!
 //! Each repository method runs in a `debug` span named after it (`db.list`,
-//! `db.get`, `db.create`, `db.update`, `db.toggle`, `db.delete`, `db.ping`),
+//! `db.get`, `db.create`, `db.create_idempotent`, `db.update`, `db.toggle`,
+//! `db.delete`, `db.ping`, `db.purge_idempotency_keys`),
 //! so database time (pool wait included) is a span of its own, apart from the
 //! handler's. Their fields are the backend, task ids, the status filter and
 //! the batch limit; never task text and never the owner (`skip_all`, then
