@@ -43,6 +43,9 @@ pub struct IdempotencyKey<'a> {
     pub fingerprint: [u8; 32],
     /// How long the key is remembered after its first use.
     pub ttl: std::time::Duration,
+    /// Most live (unexpired) keys one owner may hold, all scopes together:
+    /// a new key beyond it is refused ([`IdempotentCreate::TooManyKeys`]).
+    pub max_keys: u32,
 }
 
 /// The outcome of [`TaskRepository::create_idempotent`].
@@ -63,6 +66,9 @@ pub enum IdempotentCreate {
     /// Another call with the same owner, scope and key has not finished
     /// yet; nothing was written. Retrying later gets its outcome.
     InFlight,
+    /// The key is new but the owner already holds `max_keys` live keys;
+    /// nothing was written. The oldest of them expires in `retry_after`.
+    TooManyKeys { retry_after: std::time::Duration },
 }
 
 /// Errors a [`TaskRepository`] may return. A task that does not exist, or that

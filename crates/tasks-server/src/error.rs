@@ -63,6 +63,12 @@ pub enum ApiError {
         "A request with this Idempotency-Key is still being processed; retry shortly to get its response"
     )]
     IdempotencyKeyInFlight,
+    /// The caller already holds the most live `Idempotency-Key`s allowed;
+    /// retry in `retry_after` seconds, when the oldest expires.
+    #[error(
+        "Too many idempotency keys: a user may hold at most {max} unexpired keys; retry in {retry_after} s, or create without a key"
+    )]
+    IdempotencyKeyLimitReached { max: u32, retry_after: u64 },
     /// The client did not send its body in time; the connection is closed.
     #[error("{0}")]
     RequestTimeout(String),
@@ -97,6 +103,7 @@ impl ApiError {
             Self::PreconditionFailed => "precondition_failed",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Self::IdempotencyKeyLimitReached { .. } => "idempotency_key_limit_reached",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Forbidden(_) => "forbidden",
@@ -154,6 +161,7 @@ impl ResponseError for ApiError {
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Self::IdempotencyKeyLimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -189,6 +197,11 @@ impl ResponseError for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER_SECS),
             );
+        }
+        if let Self::IdempotencyKeyLimitReached { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let Self::RateLimited(seconds) = self {
             response

@@ -74,6 +74,7 @@ impl Application {
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
             idempotency_key_ttl: settings.idempotency_key_ttl,
+            idempotency_max_keys_per_user: settings.idempotency_max_keys_per_user,
             cookie_auth,
             rate_limiter: rate_limit(&settings)?,
         });

@@ -18,6 +18,8 @@ pub struct AppState {
     pub max_tasks_per_user: u32,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_key_ttl: std::time::Duration,
+    /// Most live `Idempotency-Key`s one user may hold.
+    pub idempotency_max_keys_per_user: u32,
     /// Better Auth's session cookie is accepted (`AUTH_COOKIE=true`).
     pub cookie_auth: Option<CookieAuth>,
 }

@@ -104,6 +104,15 @@ struct Claimed {
     created_us: i64,
 }
 
+/// The owner's live keys: how many, and when the oldest expires.
+#[derive(QueryableByName)]
+struct Held {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    first_expiry: Option<i64>,
+}
+
 #[derive(QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]
@@ -115,6 +124,8 @@ enum Found {
     Created(Option<Row>),
     Claimed(Claimed),
     InFlight,
+    /// The owner's live keys are at the cap; the oldest expires then (µs).
+    Full(i64),
 }
 
 /// The advisory lock id of a key: the first 8 bytes of a SHA-256 of its
@@ -138,6 +149,13 @@ fn micros(ttl: std::time::Duration) -> i64 {
 }
 
 const PG_LOCK: &str = "SELECT pg_try_advisory_xact_lock($1) AS got";
+
+/// On the owner's prefix of the primary key.
+const PG_HELD: &str = "SELECT count(*) AS n, min(expires_us) AS first_expiry
+FROM idempotency_keys WHERE user_id = $1 AND expires_us > $2";
+
+const SQLITE_HELD: &str = "SELECT count(*) AS n, min(expires_us) AS first_expiry
+FROM idempotency_keys WHERE user_id = ?1 AND expires_us > ?2";
 
 const PG_LOOKUP: &str = "SELECT fingerprint, status::integer AS status, task_id, created_us
 FROM idempotency_keys
@@ -201,6 +219,11 @@ struct Call<'a> {
     lock: i64,
 }
 
+/// `Some(first expiry)` when the owner's live keys are at the cap.
+fn full(held: &Held, key: &IdempotencyKey<'_>) -> Option<i64> {
+    (held.n >= i64::from(key.max_keys)).then(|| held.first_expiry.unwrap_or(0))
+}
+
 /// The PostgreSQL statements of one call, inside a transaction.
 async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Found> {
     use diesel::sql_types::Timestamptz;
@@ -221,6 +244,14 @@ async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Fou
         .optional()?;
     if let Some(claimed) = claimed {
         return Ok(Found::Claimed(claimed));
+    }
+    let held = diesel::sql_query(PG_HELD)
+        .bind::<Text, _>(c.owner)
+        .bind::<BigInt, _>(c.now_us)
+        .get_result::<Held>(conn)
+        .await?;
+    if let Some(first_expiry) = full(&held, c.key) {
+        return Ok(Found::Full(first_expiry));
     }
     let row = diesel::sql_query(PG_CREATE_KEYED)
         .bind::<Text, _>(c.owner)
@@ -252,6 +283,14 @@ async fn sqlite_keyed(conn: &mut SqliteConn, c: &Call<'_>) -> QueryResult<Found>
         .optional()?;
     if let Some(claimed) = claimed {
         return Ok(Found::Claimed(claimed));
+    }
+    let held = diesel::sql_query(SQLITE_HELD)
+        .bind::<Text, _>(c.owner)
+        .bind::<BigInt, _>(c.now_us)
+        .get_result::<Held>(conn)
+        .await?;
+    if let Some(first_expiry) = full(&held, c.key) {
+        return Ok(Found::Full(first_expiry));
     }
     let row = diesel::sql_query(crate::SQLITE_CREATE)
         .bind::<Text, _>(c.owner)
@@ -341,6 +380,11 @@ impl DieselTaskStore {
         };
         match found {
             Found::InFlight => Ok(IdempotentCreate::InFlight),
+            Found::Full(first_expiry) => Ok(IdempotentCreate::TooManyKeys {
+                retry_after: std::time::Duration::from_micros(
+                    u64::try_from(first_expiry.saturating_sub(now_us)).unwrap_or(0),
+                ),
+            }),
             Found::Created(row) => {
                 self.note_write();
                 let task = row.map(|r| into_task(r, owner)).transpose()?;
@@ -420,6 +464,7 @@ mod tests {
             key,
             fingerprint: [0; 32],
             ttl: std::time::Duration::from_secs(1),
+            max_keys: 10,
         }
     }
 

@@ -84,7 +84,7 @@ pub async fn list_tasks(
     path = "/api/tasks",
     tag = "tasks",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Opt-in: makes a retried create safe (draft-ietf-httpapi-idempotency-key-header). 1 to 255 visible ASCII characters, bare (`abc`) or as a structured-field string (`\"abc\"`); scoped to the caller and this operation. The same key with the same body within `IDEMPOTENCY_KEY_TTL_SECS` (24 h) returns the first response (201 or the task limit's 409) with `Idempotent-Replayed: true` and creates nothing; with another body it is a 422; while the first is still running, a 409. A 503 is not remembered: retry with the same key.", pattern = r#"^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$"#),
+        ("Idempotency-Key" = Option<String>, Header, description = "Opt-in: makes a retried create safe (draft-ietf-httpapi-idempotency-key-header). 1 to 255 visible ASCII characters, bare (`abc`) or as a structured-field string (`\"abc\"`); scoped to the caller and this operation. The same key with the same body within `IDEMPOTENCY_KEY_TTL_SECS` (24 h) returns the first response (201 or the task limit's 409) with `Idempotent-Replayed: true` and creates nothing; with another body it is a 422; while the first is still running, a 409. A 503 is not remembered: retry with the same key. A user holds at most `IDEMPOTENCY_MAX_KEYS_PER_USER` unexpired keys (a new one beyond is a 429).", pattern = r#"^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$"#),
     ),
     request_body = CreateTaskRequest,
     security(("bearer_auth" = [])),
@@ -104,6 +104,10 @@ pub async fn list_tasks(
         (status = 422, description = "The `Idempotency-Key` was already used with a different body (`idempotency_key_reused`); nothing was stored", body = ErrorBody),
         BodyTooLarge,
         AuthenticatedErrors,
+        // After the shared errors: it replaces their 429 with one that
+        // names both causes.
+        (status = 429, description = "Per-user rate limit exceeded (`rate_limited`, only when RATE_LIMIT_PER_MINUTE is set), or a new `Idempotency-Key` while the caller holds `IDEMPOTENCY_MAX_KEYS_PER_USER` unexpired ones (`idempotency_key_limit_reached`); nothing was stored", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted (for `idempotency_key_limit_reached`: until the caller's oldest key expires)"))),
     )
 )]
 pub async fn create_task(
@@ -128,6 +132,7 @@ pub async fn create_task(
         key: &key,
         fingerprint: idempotency::fingerprint(idempotency::CREATE_SCOPE, &new),
         ttl: state.idempotency_key_ttl,
+        max_keys: state.idempotency_max_keys_per_user,
     };
     let (outcome, replayed) = match state
         .repo
@@ -138,6 +143,12 @@ pub async fn create_task(
         IdempotentCreate::Replayed(outcome) => (outcome, true),
         IdempotentCreate::FingerprintMismatch => return Err(ApiError::IdempotencyKeyReused),
         IdempotentCreate::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
+        IdempotentCreate::TooManyKeys { retry_after } => {
+            return Err(ApiError::IdempotencyKeyLimitReached {
+                max: state.idempotency_max_keys_per_user,
+                retry_after: retry_after.as_secs().max(1),
+            });
+        }
     };
     let mut response = match outcome {
         Some(task) => created(task, &caller.0)?,

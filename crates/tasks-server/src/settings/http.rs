@@ -78,6 +78,7 @@ pub(super) struct Limits {
     pub max_tasks_per_user: u32,
     pub idempotency_key_ttl: Duration,
     pub idempotency_cleanup_interval: Duration,
+    pub idempotency_max_keys_per_user: u32,
     pub client_write_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub client_request_timeout: Duration,
@@ -138,6 +139,16 @@ impl Limits {
         if !(1..=86_400).contains(&cleanup) {
             bail!("IDEMPOTENCY_CLEANUP_INTERVAL_SECS must be between 1 and 86400 (got {cleanup})");
         }
+        let idempotency_max_keys_per_user: u32 = parse_or(
+            "IDEMPOTENCY_MAX_KEYS_PER_USER",
+            raw.idempotency_max_keys_per_user.as_deref(),
+            10_000,
+        )?;
+        if !(1..=1_000_000).contains(&idempotency_max_keys_per_user) {
+            bail!(
+                "IDEMPOTENCY_MAX_KEYS_PER_USER must be between 1 and 1000000 (got {idempotency_max_keys_per_user})"
+            );
+        }
         let client_write_timeout = seconds(
             "CLIENT_WRITE_TIMEOUT",
             raw.client_write_timeout.as_deref(),
@@ -156,6 +167,7 @@ impl Limits {
             max_tasks_per_user,
             idempotency_key_ttl: Duration::from_secs(ttl),
             idempotency_cleanup_interval: Duration::from_secs(cleanup),
+            idempotency_max_keys_per_user,
             client_write_timeout,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.as_deref(), 30.0)?,
             client_request_timeout: seconds(

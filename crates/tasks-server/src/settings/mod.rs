@@ -78,6 +78,7 @@ struct Raw {
     max_tasks_per_user: Option<String>,
     idempotency_key_ttl_secs: Option<String>,
     idempotency_cleanup_interval_secs: Option<String>,
+    idempotency_max_keys_per_user: Option<String>,
     client_write_timeout: Option<String>,
     rate_limit_max_keys: Option<String>,
     better_auth_session_table: Option<String>,
@@ -134,6 +135,8 @@ pub struct Settings {
     pub idempotency_key_ttl: Duration,
     /// How often expired keys are deleted (`IDEMPOTENCY_CLEANUP_INTERVAL_SECS`).
     pub idempotency_cleanup_interval: Duration,
+    /// Most live idempotency keys per user (`IDEMPOTENCY_MAX_KEYS_PER_USER`).
+    pub idempotency_max_keys_per_user: u32,
     /// A client that reads nothing of a response for this long is
     /// disconnected (`CLIENT_WRITE_TIMEOUT`).
     pub client_write_timeout: Duration,
@@ -242,6 +245,7 @@ impl Settings {
             max_tasks_per_user: limits.max_tasks_per_user,
             idempotency_key_ttl: limits.idempotency_key_ttl,
             idempotency_cleanup_interval: limits.idempotency_cleanup_interval,
+            idempotency_max_keys_per_user: limits.idempotency_max_keys_per_user,
             client_write_timeout: limits.client_write_timeout,
             rate_limit_max_keys: limits.rate_limit_max_keys,
             fleet,
@@ -304,6 +308,7 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Compact);
         assert_eq!(s.idempotency_key_ttl, Duration::from_secs(86_400));
         assert_eq!(s.idempotency_cleanup_interval, Duration::from_secs(60));
+        assert_eq!(s.idempotency_max_keys_per_user, 10_000);
     }
 
     #[test]
@@ -327,6 +332,10 @@ mod tests {
         assert!(err(&[("IDEMPOTENCY_KEY_TTL_SECS", "0")]).contains("IDEMPOTENCY_KEY_TTL_SECS"));
         assert!(
             err(&[("IDEMPOTENCY_KEY_TTL_SECS", "999999999")]).contains("IDEMPOTENCY_KEY_TTL_SECS")
+        );
+        assert!(
+            err(&[("IDEMPOTENCY_MAX_KEYS_PER_USER", "0")])
+                .contains("IDEMPOTENCY_MAX_KEYS_PER_USER")
         );
         assert!(
             err(&[("IDEMPOTENCY_CLEANUP_INTERVAL_SECS", "0")])

@@ -260,6 +260,32 @@ async fn expired_keys_are_cleaned_up_and_can_be_reused(backend: Backend) {
     assert_eq!(app.list_ok(&token).await.len(), 2);
 }
 
+async fn keys_per_user_are_capped(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("IDEMPOTENCY_MAX_KEYS_PER_USER", "3")]).await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let body = json!({"title": "t"});
+    for key in ["k1", "k2", "k3"] {
+        let res = post_keyed(&app, "/api/tasks", &alice, key, &body).await;
+        assert_eq!(res.status(), 201, "{key}");
+    }
+    let res = post_keyed(&app, "/api/tasks", &alice, "k4", &body).await;
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    assert_error(res, 429, "idempotency_key_limit_reached").await;
+    // Keys already held still replay; creates without a key and other
+    // users' keys are not affected.
+    let res = post_keyed(&app, "/api/tasks", &alice, "k2", &body).await;
+    assert_eq!(res.headers().get("idempotent-replayed").unwrap(), "true");
+    app.create_ok(&alice, "no key").await;
+    let res = post_keyed(&app, "/api/tasks", &bob, "k4", &body).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(app.list_ok(&alice).await.len(), 4);
+}
+
 /// Holds the lock a create needs, from outside the service: the row of
 /// `task_counts` of `user` on PostgreSQL, the write lock on SQLite.
 enum Hold {
@@ -407,6 +433,7 @@ on_both_backends!(
     keys_are_scoped_to_the_user,
     malformed_keys_are_400_and_create_nothing,
     the_task_limit_409_is_replayed,
+    keys_per_user_are_capped,
     expired_keys_are_cleaned_up_and_can_be_reused,
     a_retry_while_the_first_is_in_flight_is_409,
 );
