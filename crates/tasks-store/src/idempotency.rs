@@ -6,6 +6,11 @@
 //! request. The first response is rebuilt from it and from the request itself,
 //! which a matching fingerprint proves identical, so no body is stored.
 //!
+//! On PostgreSQL a call is four round trips: `BEGIN`, the lock, one statement
+//! that looks the key up, counts the owner's keys and creates when the key
+//! is new ([`PG_KEYED`]), `COMMIT`. On SQLite, `BEGIN IMMEDIATE`, the
+//! look-up, the count, the create, the key row, `COMMIT`.
+//!
 //! Concurrent calls with one key:
 //! - PostgreSQL: the transaction first takes `pg_try_advisory_xact_lock` on a
 //!   64-bit hash of (scope, owner, key). A second call that does not get it
@@ -37,7 +42,7 @@ use tasks_ports::{IdempotencyKey, IdempotentCreate, RepoError};
 use crate::DieselTaskStore;
 use crate::pool::Backend;
 use crate::pool::{SqliteConn, with_conn};
-use crate::rows::{PgReturned, Row, SqliteReturned, into_task};
+use crate::rows::{Row, SqliteReturned, into_task};
 
 /// The status stored for a create that hit the task limit.
 const LIMIT_STATUS: i32 = 409;
@@ -150,22 +155,27 @@ fn micros(ttl: std::time::Duration) -> i64 {
 
 const PG_LOCK: &str = "SELECT pg_try_advisory_xact_lock($1) AS got";
 
-/// On the owner's prefix of the primary key.
-const PG_HELD: &str = "SELECT count(*) AS n, min(expires_us) AS first_expiry
-FROM idempotency_keys WHERE user_id = $1 AND expires_us > $2";
-
 const SQLITE_HELD: &str = "SELECT count(*) AS n, min(expires_us) AS first_expiry
 FROM idempotency_keys WHERE user_id = ?1 AND expires_us > ?2";
 
-const PG_LOOKUP: &str = "SELECT fingerprint, status::integer AS status, task_id, created_us
-FROM idempotency_keys
-WHERE user_id = $1 AND scope = $2 AND idempotency_key = $3 AND expires_us > $4";
-
-/// The create of `lib.rs`, plus the key row with its outcome (201 and the
-/// task, or 409 when the limit left no slot), in one statement. An expired
-/// row of the same key is replaced.
-const PG_CREATE_KEYED: &str = "WITH slot AS (
-    INSERT INTO task_counts AS c (user_id, tasks) VALUES ($1, 1)
+/// Everything after the lock, in one statement: its snapshot is taken after
+/// the lock was granted (the statement before), so it sees the key row of a
+/// call that held the lock before. `old` is the key's live row, `held` the
+/// owner's live keys; only when the key is new and under the cap (`go`)
+/// does it create: the create of `lib.rs` plus the key row with its outcome
+/// (201 and the task, or 409 when the limit left no slot). An expired row of
+/// the same key is replaced. Always one result row.
+const PG_KEYED: &str = "WITH old AS (
+    SELECT fingerprint, status::integer AS status, task_id, created_us
+    FROM idempotency_keys
+    WHERE user_id = $1 AND scope = $6 AND idempotency_key = $7 AND expires_us > $9),
+held AS (
+    SELECT count(*) AS n, min(expires_us) AS first_expiry
+    FROM idempotency_keys WHERE user_id = $1 AND expires_us > $9),
+go AS (
+    SELECT 1 AS x WHERE NOT EXISTS (SELECT 1 FROM old) AND (SELECT n FROM held) < $11),
+slot AS (
+    INSERT INTO task_counts AS c (user_id, tasks) SELECT $1, 1 FROM go
     ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1 WHERE c.tasks < $2
     RETURNING 1),
 task AS (
@@ -176,13 +186,100 @@ claim AS (
     INSERT INTO idempotency_keys AS k
         (user_id, scope, idempotency_key, fingerprint, status, task_id, created_us, expires_us)
     SELECT $1, $6, $7, $8, CASE WHEN t.id IS NULL THEN 409 ELSE 201 END, t.id, $9, $10
-    FROM (VALUES (1)) AS one (x) LEFT JOIN task t ON TRUE
+    FROM go LEFT JOIN task t ON TRUE
     ON CONFLICT (user_id, scope, idempotency_key) DO UPDATE SET
         fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
         task_id = EXCLUDED.task_id, created_us = EXCLUDED.created_us,
         expires_us = EXCLUDED.expires_us
     RETURNING 1)
-SELECT id, user_id, title, description, completed, created_at, updated_at FROM task";
+SELECT old.fingerprint AS old_fingerprint, old.status AS old_status,
+    old.task_id AS old_task_id, old.created_us AS old_created_us,
+    held.n, held.first_expiry, EXISTS (SELECT 1 FROM go) AS went,
+    task.id, task.user_id, task.title, task.description, task.completed,
+    task.created_at, task.updated_at
+FROM held LEFT JOIN old ON TRUE LEFT JOIN task ON TRUE";
+
+/// The one row of [`PG_KEYED`].
+#[derive(QueryableByName)]
+struct PgKeyed {
+    #[diesel(sql_type = Nullable<Binary>)]
+    old_fingerprint: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    old_status: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    old_task_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    old_created_us: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    first_expiry: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    went: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    user_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    title: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    description: Option<String>,
+    #[diesel(sql_type = Nullable<Bool>)]
+    completed: Option<bool>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Timestamptz>)]
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Timestamptz>)]
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl PgKeyed {
+    fn found(self, key: &IdempotencyKey<'_>) -> Found {
+        if let (Some(fingerprint), Some(status), Some(created_us)) =
+            (self.old_fingerprint, self.old_status, self.old_created_us)
+        {
+            return Found::Claimed(Claimed {
+                fingerprint,
+                status,
+                task_id: self.old_task_id,
+                created_us,
+            });
+        }
+        if !self.went {
+            let held = Held {
+                n: self.n,
+                first_expiry: self.first_expiry,
+            };
+            return Found::Full(full(&held, key).unwrap_or(0));
+        }
+        let row = match (
+            self.id,
+            self.user_id,
+            self.title,
+            self.completed,
+            self.created_at,
+            self.updated_at,
+        ) {
+            (
+                Some(id),
+                Some(user_id),
+                Some(title),
+                Some(completed),
+                Some(created),
+                Some(updated),
+            ) => Some((
+                id,
+                user_id,
+                title,
+                self.description,
+                completed,
+                created,
+                updated,
+            )),
+            _ => None,
+        };
+        Found::Created(row)
+    }
+}
 
 const SQLITE_LOOKUP: &str = "SELECT fingerprint, status, task_id, created_us
 FROM idempotency_keys
@@ -234,26 +331,7 @@ async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Fou
     if !locked.got {
         return Ok(Found::InFlight);
     }
-    let claimed = diesel::sql_query(PG_LOOKUP)
-        .bind::<Text, _>(c.owner)
-        .bind::<Text, _>(c.key.scope)
-        .bind::<Text, _>(c.key.key)
-        .bind::<BigInt, _>(c.now_us)
-        .get_result::<Claimed>(conn)
-        .await
-        .optional()?;
-    if let Some(claimed) = claimed {
-        return Ok(Found::Claimed(claimed));
-    }
-    let held = diesel::sql_query(PG_HELD)
-        .bind::<Text, _>(c.owner)
-        .bind::<BigInt, _>(c.now_us)
-        .get_result::<Held>(conn)
-        .await?;
-    if let Some(first_expiry) = full(&held, c.key) {
-        return Ok(Found::Full(first_expiry));
-    }
-    let row = diesel::sql_query(PG_CREATE_KEYED)
+    let keyed = diesel::sql_query(PG_KEYED)
         .bind::<Text, _>(c.owner)
         .bind::<BigInt, _>(c.limit)
         .bind::<Text, _>(c.title)
@@ -264,10 +342,10 @@ async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Fou
         .bind::<Binary, _>(&c.key.fingerprint[..])
         .bind::<BigInt, _>(c.now_us)
         .bind::<BigInt, _>(c.expires_us)
-        .get_result::<PgReturned>(conn)
-        .await
-        .optional()?;
-    Ok(Found::Created(row.map(Row::from)))
+        .bind::<BigInt, _>(i64::from(c.key.max_keys))
+        .get_result::<PgKeyed>(conn)
+        .await?;
+    Ok(keyed.found(c.key))
 }
 
 /// The SQLite statements of one call, inside `BEGIN IMMEDIATE`.

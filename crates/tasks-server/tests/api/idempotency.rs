@@ -286,6 +286,36 @@ async fn keys_per_user_are_capped(backend: Backend) {
     assert_eq!(app.list_ok(&alice).await.len(), 4);
 }
 
+/// Before the clean-up has run, an expired key is not replayed either: it
+/// creates anew and its row is replaced, not duplicated.
+async fn an_expired_key_is_reused_before_the_clean_up(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("IDEMPOTENCY_KEY_TTL_SECS", "1"),
+            ("IDEMPOTENCY_CLEANUP_INTERVAL_SECS", "86400"),
+        ],
+    )
+    .await;
+    let token = app.token("alice");
+    let body = json!({"title": "again"});
+    let first = post_keyed(&app, "/api/tasks", &token, "k", &body).await;
+    assert_eq!(first.status(), 201);
+    let mut fresh = None;
+    for _ in 0..100 {
+        let res = post_keyed(&app, "/api/tasks", &token, "k", &body).await;
+        assert_eq!(res.status(), 201);
+        if res.headers().get("idempotent-replayed").is_none() {
+            fresh = Some(res);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh.is_some(), "the key never expired");
+    assert_eq!(app.list_ok(&token).await.len(), 2);
+    assert_eq!(key_rows(&app).await, 1, "the expired row was replaced");
+}
+
 /// Holds the lock a create needs, from outside the service: the row of
 /// `task_counts` of `user` on PostgreSQL, the write lock on SQLite.
 enum Hold {
@@ -435,5 +465,6 @@ on_both_backends!(
     the_task_limit_409_is_replayed,
     keys_per_user_are_capped,
     expired_keys_are_cleaned_up_and_can_be_reused,
+    an_expired_key_is_reused_before_the_clean_up,
     a_retry_while_the_first_is_in_flight_is_409,
 );
