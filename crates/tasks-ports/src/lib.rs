@@ -56,6 +56,50 @@ pub enum Changes {
     Reset,
 }
 
+/// An `Idempotency-Key` claimed by a create, scoped to one owner (the
+/// caller of [`TaskRepository::create_idempotent`]) and one `scope`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    /// The operation the key belongs to, e.g. `POST /api/tasks`: the same
+    /// key sent to another operation is another key.
+    pub scope: &'a str,
+    /// The client's key, 1 to 255 visible ASCII characters.
+    pub key: &'a str,
+    /// A digest of the whole request (method, route, parsed body). It MUST
+    /// cover every field of the `NewTask` it comes with: two requests with
+    /// the same fingerprint create the same task, which is how a replay is
+    /// rebuilt without storing the body.
+    pub fingerprint: [u8; 32],
+    /// How long the key is remembered after its first use.
+    pub ttl: std::time::Duration,
+    /// Most live (unexpired) keys one owner may hold, all scopes together:
+    /// a new key beyond it is refused ([`IdempotentCreate::TooManyKeys`]).
+    pub max_keys: u32,
+}
+
+/// The outcome of [`TaskRepository::create_idempotent`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdempotentCreate {
+    /// The key was not in use: this call did what [`TaskRepository::create`]
+    /// does (`Some(task)`, or `None` for the task limit), and the key now
+    /// remembers that outcome.
+    First(Option<Task>),
+    /// The key was used before, within its time to live, with the same
+    /// fingerprint: nothing was written now; this is the outcome of the
+    /// first call (the task as it was created, or `None` for the task
+    /// limit).
+    Replayed(Option<Task>),
+    /// The key was used before with a different fingerprint; nothing was
+    /// written.
+    FingerprintMismatch,
+    /// Another call with the same owner, scope and key has not finished
+    /// yet; nothing was written. Retrying later gets its outcome.
+    InFlight,
+    /// The key is new but the owner already holds `max_keys` live keys;
+    /// nothing was written. The oldest of them expires in `retry_after`.
+    TooManyKeys { retry_after: std::time::Duration },
+}
+
 /// Errors a [`TaskRepository`] may return. A task that does not exist, or that
 /// belongs to someone else, is never an error: it is `None` / `false`, and the
 /// two cases MUST be indistinguishable.
@@ -109,6 +153,29 @@ pub trait TaskRepository: Send + Sync + 'static {
         task: NewTask,
         max_tasks: u32,
     ) -> Result<Option<Task>, RepoError>;
+
+    /// [`TaskRepository::create`] under an idempotency key: the key is
+    /// claimed in the same transaction as the insert (the task, its owner's
+    /// count and the key row commit together or not at all), so after any
+    /// crash a key either has its outcome stored or was never used. An
+    /// outcome is remembered for `key.ttl`, the task limit's `None`
+    /// included; an error stores nothing, so a retry after an outage
+    /// really retries. A call while another with the same key is running
+    /// returns [`IdempotentCreate::InFlight`] at once instead of waiting
+    /// for it. The plain [`TaskRepository::create`] pays nothing for this.
+    async fn create_idempotent(
+        &self,
+        owner: &OwnerId,
+        task: NewTask,
+        max_tasks: u32,
+        key: IdempotencyKey<'_>,
+    ) -> Result<IdempotentCreate, RepoError>;
+
+    /// Deletes at most `limit` idempotency keys whose time to live has
+    /// passed, in one short statement, and returns how many it deleted. A
+    /// periodic clean-up calls it in batches; an expired key is never
+    /// replayed even before it is deleted.
+    async fn purge_expired_idempotency_keys(&self, limit: u32) -> Result<u64, RepoError>;
 
     /// Applies `patch` in one statement and bumps `updated_at`;
     /// [`Written::NotFound`] when the task does not exist or belongs to

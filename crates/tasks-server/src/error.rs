@@ -14,6 +14,10 @@ use utoipa::ToSchema;
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
+/// Seconds a client should wait before retrying a request whose
+/// `Idempotency-Key` is still in flight.
+pub const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 1;
+
 /// The error envelope.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 #[schema(example = json!({"detail": "title must not be empty", "status_code": 400, "error_type": "validation_error"}))]
@@ -55,6 +59,22 @@ pub enum ApiError {
     SyncResetRequired,
     #[error("Task limit reached: a user may hold at most {0} tasks; delete some first")]
     TaskLimitReached(u32),
+    /// The `Idempotency-Key` was used before with another request body.
+    #[error(
+        "This Idempotency-Key was already used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// A request with the same `Idempotency-Key` is still being processed.
+    #[error(
+        "A request with this Idempotency-Key is still being processed; retry shortly to get its response"
+    )]
+    IdempotencyKeyInFlight,
+    /// The caller already holds the most live `Idempotency-Key`s allowed;
+    /// retry in `retry_after` seconds, when the oldest expires.
+    #[error(
+        "Too many idempotency keys: a user may hold at most {max} unexpired keys; retry in {retry_after} s, or create without a key"
+    )]
+    IdempotencyKeyLimitReached { max: u32, retry_after: u64 },
     /// The client did not send its body in time; the connection is closed.
     #[error("{0}")]
     RequestTimeout(String),
@@ -88,6 +108,9 @@ impl ApiError {
             Self::TaskLimitReached(_) => "task_limit_reached",
             Self::PreconditionFailed => "precondition_failed",
             Self::SyncResetRequired => "sync_reset_required",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Self::IdempotencyKeyLimitReached { .. } => "idempotency_key_limit_reached",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Forbidden(_) => "forbidden",
@@ -144,6 +167,9 @@ impl ResponseError for ApiError {
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::SyncResetRequired => StatusCode::GONE,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Self::IdempotencyKeyLimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -173,6 +199,17 @@ impl ResponseError for ApiError {
             response
                 .head_mut()
                 .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        if let Self::IdempotencyKeyInFlight = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(IN_FLIGHT_RETRY_AFTER_SECS),
+            );
+        }
+        if let Self::IdempotencyKeyLimitReached { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let Self::RateLimited(seconds) = self {
             response

@@ -45,6 +45,13 @@ enum Command {
     },
     /// Print the OpenAPI document as YAML (what contracts/openapi.yaml holds).
     Openapi,
+    /// Print the JSON Schema of a task or of the error envelope (what
+    /// contracts/tasks.schema.json and contracts/errors.schema.json hold).
+    Schema {
+        /// `tasks` (TaskResponse) or `errors` (ErrorBody).
+        #[arg(value_parser = ["tasks", "errors"])]
+        name: String,
+    },
     /// Exit 0 if the service on HOST:PORT answers /ready with 200 (for
     /// container health checks, where no curl is installed).
     Healthcheck,
@@ -135,6 +142,15 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             print!("{}", tasks_server::openapi::yaml()?);
+            Ok(())
+        }
+        Command::Schema { name } => {
+            let component = tasks_server::openapi::JSON_SCHEMAS
+                .iter()
+                .find(|(file, _)| *file == name)
+                .map(|(_, component)| *component)
+                .ok_or_else(|| anyhow::anyhow!("no schema named {name}"))?;
+            print!("{}", tasks_server::openapi::json_schema(component)?);
             Ok(())
         }
         Command::Healthcheck => healthcheck(&settings),

@@ -70,10 +70,14 @@ impl Application {
             .cookie_prefix
             .as_deref()
             .map(|prefix| CookieAuth::new(prefix, &settings.cors_origins));
+        let repo = Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>;
+        crate::idempotency::spawn_cleanup(&repo, settings.idempotency_cleanup_interval);
         let state = web::Data::new(AppState {
-            repo: Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>,
+            repo,
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
+            idempotency_key_ttl: settings.idempotency_key_ttl,
+            idempotency_max_keys_per_user: settings.idempotency_max_keys_per_user,
             cookie_auth,
             rate_limiter: rate_limit(&settings)?,
         });
@@ -301,6 +305,7 @@ fn cors(origins: &[String]) -> Cors {
             header::RETRY_AFTER,
             header::ETAG,
             header::LINK,
+            crate::idempotency::IDEMPOTENT_REPLAYED.clone(),
         ])
         .max_age(600)
         // A foreign origin gets an ordinary response without CORS headers, so

@@ -16,6 +16,10 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<UserRateLimit>>,
     /// Most tasks one user may hold.
     pub max_tasks_per_user: u32,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_key_ttl: std::time::Duration,
+    /// Most live `Idempotency-Key`s one user may hold.
+    pub idempotency_max_keys_per_user: u32,
     /// Better Auth's session cookie is accepted (`AUTH_COOKIE=true`).
     pub cookie_auth: Option<CookieAuth>,
 }

@@ -1,5 +1,7 @@
 //! Crash safety: `kill -9` of the service under a stream of creates and
-//! toggles loses no acknowledged write, on PostgreSQL and on SQLite.
+//! toggles loses no acknowledged write, and under a stream of creates with
+//! `Idempotency-Key`s, retrying every key after the restart makes exactly one
+//! task per key; on PostgreSQL and on SQLite.
 
 #![expect(
     clippy::unwrap_used,
@@ -143,6 +145,145 @@ async fn crash_loses_no_acknowledged_write(backend: Backend) {
     assert!(stored.len() >= acked.len());
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Keys sent (before the request) and acknowledged (key -> task id).
+#[derive(Default)]
+struct Keyed {
+    sent: Vec<String>,
+    acked: HashMap<String, i64>,
+}
+
+/// `POST /api/tasks` with `key` as the `Idempotency-Key` and as the title.
+async fn post_keyed(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base}/api/tasks"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({ "title": key }))
+        .send()
+        .await
+}
+
+async fn keyed_writer(
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    w: usize,
+    keys: Arc<Mutex<Keyed>>,
+) {
+    for i in 0.. {
+        let key = format!("w{w}-{i}");
+        keys.lock().unwrap().sent.push(key.clone());
+        let Ok(res) = post_keyed(&client, &base, &token, &key).await else {
+            return;
+        };
+        if res.status() != 201 {
+            return;
+        }
+        let Ok(task) = res.json::<Value>().await else {
+            return;
+        };
+        let id = task["id"].as_i64().unwrap();
+        keys.lock().unwrap().acked.insert(key, id);
+    }
+}
+
+async fn crash_then_retrying_every_key_creates_one_task_per_key(backend: Backend) {
+    let (_db, url) = TestDb::create(backend).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = helpers::token_for("keyed-crash-user");
+    let mut child = start(&url, port);
+    wait_ready(&client, &base).await;
+
+    let keys: Arc<Mutex<Keyed>> = Arc::default();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            tokio::spawn(keyed_writer(
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                w,
+                keys.clone(),
+            ))
+        })
+        .collect();
+    while keys.lock().unwrap().acked.len() < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, with creates in flight
+    child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let Keyed { sent, acked } = std::mem::take(&mut *keys.lock().unwrap());
+
+    let mut child = start(&url, port);
+    wait_ready(&client, &base).await;
+    // Every key again, as a client that never saw an answer (or did) would.
+    for key in &sent {
+        let mut attempts = 0;
+        let res = loop {
+            let res = post_keyed(&client, &base, &token, key).await.unwrap();
+            // The killed instance's transaction may take a moment to be
+            // rolled back: "in flight" is a retryable answer.
+            if res.status() != 409 || attempts == 100 {
+                break res;
+            }
+            attempts += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(res.status(), 201, "retry of {key}");
+        let task: Value = res.json().await.unwrap();
+        assert_eq!(task["title"], key.as_str());
+        if let Some(id) = acked.get(key) {
+            assert_eq!(
+                task["id"], *id,
+                "the acknowledged task of {key} is replayed"
+            );
+        }
+    }
+    let listed: Vec<Value> = client
+        .get(format!("{base}/api/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for task in &listed {
+        *per_key
+            .entry(task["title"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for key in &sent {
+        assert_eq!(per_key.get(key), Some(&1), "tasks of key {key}");
+    }
+    assert_eq!(listed.len(), sent.len(), "no task without a key");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_then_retrying_every_key_creates_one_task_per_key_postgres() {
+    crash_then_retrying_every_key_creates_one_task_per_key(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_then_retrying_every_key_creates_one_task_per_key_sqlite() {
+    crash_then_retrying_every_key_creates_one_task_per_key(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,13 +11,15 @@
 //! concurrent toggles never lose one another.
 //!
 //! This file is the repository: the queries, then the SQL that differs per
-//! backend. The machinery they run on is in `pool.rs` (pools, `with_conn!`,
+//! backend; idempotent creates (`Idempotency-Key`) are in `idempotency.rs`.
+//! The machinery they run on is in `pool.rs` (pools, `with_conn!`,
 //! timeouts and cancel, disk-full bookkeeping) and `rows.rs` (the column list
 //! and the row-to-`Task` mapping).
 //!
 //! Each repository method runs in a `debug` span named after it (`db.list`,
-//! `db.get`, `db.create`, `db.update`, `db.toggle`, `db.delete`, `db.ping`,
-//! `db.changes`, `db.purge_changes`),
+//! `db.get`, `db.create`, `db.create_idempotent`, `db.update`, `db.toggle`,
+//! `db.delete`, `db.ping`, `db.changes`, `db.purge_changes`,
+//! `db.purge_idempotency_keys`),
 //! so database time (pool wait included) is a span of its own, apart from the
 //! handler's. Their fields are the backend, task ids, the status filter and
 //! the batch limit; never task text and never the owner (`skip_all`, then
@@ -32,6 +34,7 @@
 mod changes;
 mod config;
 mod errors;
+mod idempotency;
 mod migrate;
 mod pg;
 mod pool;
@@ -44,7 +47,9 @@ use diesel::IntoSql as _;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch, Title};
-use tasks_ports::{Changes, Precondition, RepoError, TaskRepository, Written};
+use tasks_ports::{
+    Changes, IdempotencyKey, IdempotentCreate, Precondition, RepoError, TaskRepository, Written,
+};
 
 pub use changes::{ChangeRetention, PURGE_OWNERS_PER_ROUND};
 pub use config::{DatabaseLocation, ReadReplicaConfig, StoreConfig, redact_url};
@@ -146,6 +151,35 @@ impl TaskRepository for DieselTaskStore {
             tracing::Span::current().record("task_id", row.0);
         }
         row.map(|r| into_task(r, owner)).transpose()
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "db.create_idempotent",
+        skip_all,
+        fields(backend = self.backend.name(), max_tasks = max_tasks)
+    )]
+    async fn create_idempotent(
+        &self,
+        owner: &OwnerId,
+        task: NewTask,
+        max_tasks: u32,
+        key: IdempotencyKey<'_>,
+    ) -> Result<IdempotentCreate, RepoError> {
+        let _writing = self.writing(owner);
+        let _timer = self.timer("create_idempotent");
+        self.create_keyed(owner, task, max_tasks, key).await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "db.purge_idempotency_keys",
+        skip_all,
+        fields(backend = self.backend.name(), limit = limit)
+    )]
+    async fn purge_expired_idempotency_keys(&self, limit: u32) -> Result<u64, RepoError> {
+        let _timer = self.timer("purge_idempotency_keys");
+        self.purge_keys(limit).await
     }
 
     #[tracing::instrument(
@@ -437,7 +471,7 @@ RETURNING id, user_id, title, description, completed, created_at, updated_at";
 
 /// SQLite runs one writer at a time and a write statement takes the write
 /// lock before it reads, so the count it checks cannot change under it.
-const SQLITE_CREATE: &str =
+pub(crate) const SQLITE_CREATE: &str =
     "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)
 SELECT ?1, ?3, ?4, 0, ?5, ?5
 WHERE (SELECT count(*) FROM tasks WHERE user_id = ?1) < ?2

@@ -161,7 +161,7 @@ impl Backend {
 }
 
 /// The repository's operations, as the `operation` label names them.
-const OPERATIONS: [&str; 9] = [
+const OPERATIONS: [&str; 11] = [
     "list",
     "get",
     "create",
@@ -171,6 +171,8 @@ const OPERATIONS: [&str; 9] = [
     "ping",
     "changes",
     "purge_changes",
+    "create_idempotent",
+    "purge_idempotency_keys",
 ];
 
 /// The store's metrics, through the `metrics` facade: the store knows
@@ -179,7 +181,7 @@ const OPERATIONS: [&str; 9] = [
 /// no-ops, and a query pays no registry lookup either way.
 struct StoreMetrics {
     /// `db_query_duration_seconds{operation, backend}`, in `OPERATIONS` order.
-    durations: [metrics::Histogram; 9],
+    durations: [metrics::Histogram; 11],
     /// `db_query_timeouts_total{backend}`.
     timeouts: metrics::Counter,
 }
@@ -242,6 +244,8 @@ pub struct DieselTaskStore {
     /// The streaming standby that may serve reads (`DATABASE_READ_URL`).
     pub(crate) replica: Option<Box<crate::replica::Replica>>,
     metrics: StoreMetrics,
+    /// Idempotency keys being claimed in this process (SQLite).
+    pub(crate) in_flight: crate::idempotency::InFlight,
 }
 
 impl DieselTaskStore {
@@ -361,6 +365,7 @@ impl DieselTaskStore {
             disk_full_at: Mutex::new(None),
             replica: None,
             metrics: StoreMetrics::new(backend.name()),
+            in_flight: crate::idempotency::InFlight::default(),
             backend,
         })
     }

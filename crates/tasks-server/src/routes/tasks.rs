@@ -1,10 +1,11 @@
 //! The six task endpoints. Handlers parse, call the repository port with the
 //! caller's owner id, and shape the response; they own no SQL.
 
+use actix_web::ResponseError as _;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskPatch};
-use tasks_ports::Written;
+use tasks_ports::{IdempotencyKey, IdempotentCreate, Written};
 
 use crate::conditional::{
     DEFAULT_LIMIT, decode_cursor, if_match, none_match_hits, parse_limit, task_etag,
@@ -12,6 +13,7 @@ use crate::conditional::{
 use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, JsonBody, TaskIdPath};
+use crate::idempotency;
 use crate::routes::listing::{self, Page, owned};
 use crate::routes::responses::{
     AuthenticatedErrors, BodyTooLarge, NotModified, PartialUpdateResponses, PreconditionFailed,
@@ -81,33 +83,89 @@ pub async fn list_tasks(
     post,
     path = "/api/tasks",
     tag = "tasks",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Opt-in: makes a retried create safe (draft-ietf-httpapi-idempotency-key-header). 1 to 255 visible ASCII characters, bare (`abc`) or as a structured-field string (`\"abc\"`); scoped to the caller and this operation. The same key with the same body within `IDEMPOTENCY_KEY_TTL_SECS` (24 h) returns the first response (201 or the task limit's 409) with `Idempotent-Replayed: true` and creates nothing; with another body it is a 422; while the first is still running, a 409. A 503 is not remembered: retry with the same key. A user holds at most `IDEMPOTENCY_MAX_KEYS_PER_USER` unexpired keys (a new one beyond is a 429).", pattern = r#"^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$"#),
+    ),
     request_body = CreateTaskRequest,
     security(("bearer_auth" = [])),
     responses(
-        (status = 201, description = "Created", body = TaskResponse,
+        (status = 201, description = "Created (or, with `Idempotent-Replayed: true`, the replay of the first response to this `Idempotency-Key`)", body = TaskResponse,
             headers(
                 ("Location" = String, description = "`/api/tasks/{id}` of the new task"),
                 ("ETag" = String, description = "The new task's strong ETag"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored response to an earlier request with the same `Idempotency-Key`; absent otherwise"),
             )),
-        (status = 400, description = "Invalid body", body = ErrorBody),
-        (status = 409, description = "The caller already holds `MAX_TASKS_PER_USER` tasks (`task_limit_reached`); nothing was stored", body = ErrorBody),
+        (status = 400, description = "Invalid body, or a malformed `Idempotency-Key`", body = ErrorBody),
+        (status = 409, description = "The caller already holds `MAX_TASKS_PER_USER` tasks (`task_limit_reached`; with `Idempotent-Replayed: true` when replayed), or a request with the same `Idempotency-Key` is still being processed (`idempotency_key_in_flight`, with `Retry-After`); nothing was stored", body = ErrorBody,
+            headers(
+                ("Retry-After" = u32, description = "On `idempotency_key_in_flight`: seconds before a retry may get the first request's response"),
+                ("Idempotent-Replayed" = String, description = "`true` when this 409 is the stored response to an earlier request with the same `Idempotency-Key`"),
+            )),
+        (status = 422, description = "The `Idempotency-Key` was already used with a different body (`idempotency_key_reused`); nothing was stored", body = ErrorBody),
         BodyTooLarge,
         AuthenticatedErrors,
+        // After the shared errors: it replaces their 429 with one that
+        // names both causes.
+        (status = 429, description = "Per-user rate limit exceeded (`rate_limited`, only when RATE_LIMIT_PER_MINUTE is set), or a new `Idempotency-Key` while the caller holds `IDEMPOTENCY_MAX_KEYS_PER_USER` unexpired ones (`idempotency_key_limit_reached`); nothing was stored", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a request will be accepted (for `idempotency_key_limit_reached`: until the caller's oldest key expires)"))),
     )
 )]
 pub async fn create_task(
     caller: Caller,
     state: web::Data<AppState>,
     body: JsonBody<CreateTaskRequest>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let key = idempotency::parse_key(req.headers())?;
     let new = NewTask::try_from(body.0)?;
     let max = state.max_tasks_per_user;
-    let task = state
+    let Some(key) = key else {
+        let task = state
+            .repo
+            .create(&caller.0, new, max)
+            .await?
+            .ok_or(ApiError::TaskLimitReached(max))?;
+        return created(task, &caller.0);
+    };
+    let claim = IdempotencyKey {
+        scope: idempotency::CREATE_SCOPE,
+        key: &key,
+        fingerprint: idempotency::fingerprint(idempotency::CREATE_SCOPE, &new),
+        ttl: state.idempotency_key_ttl,
+        max_keys: state.idempotency_max_keys_per_user,
+    };
+    let (outcome, replayed) = match state
         .repo
-        .create(&caller.0, new, max)
+        .create_idempotent(&caller.0, new, max, claim)
         .await?
-        .ok_or(ApiError::TaskLimitReached(max))?;
-    let body = owned(task, &caller.0)?;
+    {
+        IdempotentCreate::First(outcome) => (outcome, false),
+        IdempotentCreate::Replayed(outcome) => (outcome, true),
+        IdempotentCreate::FingerprintMismatch => return Err(ApiError::IdempotencyKeyReused),
+        IdempotentCreate::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
+        IdempotentCreate::TooManyKeys { retry_after } => {
+            return Err(ApiError::IdempotencyKeyLimitReached {
+                max: state.idempotency_max_keys_per_user,
+                retry_after: retry_after.as_secs().max(1),
+            });
+        }
+    };
+    let mut response = match outcome {
+        Some(task) => created(task, &caller.0)?,
+        None => ApiError::TaskLimitReached(max).error_response(),
+    };
+    if replayed {
+        response.headers_mut().insert(
+            idempotency::IDEMPOTENT_REPLAYED.clone(),
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The 201 of a create: the task, its `Location` and its ETag.
+fn created(task: Task, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
+    let body = owned(task, caller)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/tasks/{}", body.id)))
         .insert_header((header::ETAG, task_etag(&body)))

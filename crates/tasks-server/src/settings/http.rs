@@ -65,6 +65,10 @@ pub(super) fn cors_origins(raw: &Raw) -> anyhow::Result<Vec<String>> {
     Ok(origins)
 }
 
+/// The longest `IDEMPOTENCY_KEY_TTL_SECS`: 7 days (the draft suggests 24 h,
+/// Stripe keeps keys 24 h).
+const MAX_IDEMPOTENCY_KEY_TTL_SECS: u64 = 7 * 86_400;
+
 /// What one client may send, how fast, and how long it may take.
 pub(super) struct Limits {
     pub max_body_bytes: usize,
@@ -72,6 +76,9 @@ pub(super) struct Limits {
     pub rate_limit_burst: Option<u32>,
     pub rate_limit_max_keys: usize,
     pub max_tasks_per_user: u32,
+    pub idempotency_key_ttl: Duration,
+    pub idempotency_cleanup_interval: Duration,
+    pub idempotency_max_keys_per_user: u32,
     pub client_write_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub client_request_timeout: Duration,
@@ -114,6 +121,34 @@ impl Limits {
         if !(1..=1_000_000).contains(&max_tasks_per_user) {
             bail!("MAX_TASKS_PER_USER must be between 1 and 1000000 (got {max_tasks_per_user})");
         }
+        let ttl: u64 = parse_or(
+            "IDEMPOTENCY_KEY_TTL_SECS",
+            raw.idempotency_key_ttl_secs.as_deref(),
+            86_400,
+        )?;
+        if !(1..=MAX_IDEMPOTENCY_KEY_TTL_SECS).contains(&ttl) {
+            bail!(
+                "IDEMPOTENCY_KEY_TTL_SECS must be between 1 and {MAX_IDEMPOTENCY_KEY_TTL_SECS} (got {ttl})"
+            );
+        }
+        let cleanup: u64 = parse_or(
+            "IDEMPOTENCY_CLEANUP_INTERVAL_SECS",
+            raw.idempotency_cleanup_interval_secs.as_deref(),
+            60,
+        )?;
+        if !(1..=86_400).contains(&cleanup) {
+            bail!("IDEMPOTENCY_CLEANUP_INTERVAL_SECS must be between 1 and 86400 (got {cleanup})");
+        }
+        let idempotency_max_keys_per_user: u32 = parse_or(
+            "IDEMPOTENCY_MAX_KEYS_PER_USER",
+            raw.idempotency_max_keys_per_user.as_deref(),
+            10_000,
+        )?;
+        if !(1..=1_000_000).contains(&idempotency_max_keys_per_user) {
+            bail!(
+                "IDEMPOTENCY_MAX_KEYS_PER_USER must be between 1 and 1000000 (got {idempotency_max_keys_per_user})"
+            );
+        }
         let client_write_timeout = seconds(
             "CLIENT_WRITE_TIMEOUT",
             raw.client_write_timeout.as_deref(),
@@ -130,6 +165,9 @@ impl Limits {
             rate_limit_burst,
             rate_limit_max_keys,
             max_tasks_per_user,
+            idempotency_key_ttl: Duration::from_secs(ttl),
+            idempotency_cleanup_interval: Duration::from_secs(cleanup),
+            idempotency_max_keys_per_user,
             client_write_timeout,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.as_deref(), 30.0)?,
             client_request_timeout: seconds(

@@ -78,6 +78,9 @@ struct Raw {
     rate_limit_per_minute: Option<String>,
     rate_limit_burst: Option<String>,
     max_tasks_per_user: Option<String>,
+    idempotency_key_ttl_secs: Option<String>,
+    idempotency_cleanup_interval_secs: Option<String>,
+    idempotency_max_keys_per_user: Option<String>,
     client_write_timeout: Option<String>,
     rate_limit_max_keys: Option<String>,
     better_auth_session_table: Option<String>,
@@ -133,6 +136,12 @@ pub struct Settings {
     pub rate_limit_burst: Option<u32>,
     /// Most tasks one user may hold (`MAX_TASKS_PER_USER`).
     pub max_tasks_per_user: u32,
+    /// How long an `Idempotency-Key` is remembered (`IDEMPOTENCY_KEY_TTL_SECS`).
+    pub idempotency_key_ttl: Duration,
+    /// How often expired keys are deleted (`IDEMPOTENCY_CLEANUP_INTERVAL_SECS`).
+    pub idempotency_cleanup_interval: Duration,
+    /// Most live idempotency keys per user (`IDEMPOTENCY_MAX_KEYS_PER_USER`).
+    pub idempotency_max_keys_per_user: u32,
     /// A client that reads nothing of a response for this long is
     /// disconnected (`CLIENT_WRITE_TIMEOUT`).
     pub client_write_timeout: Duration,
@@ -242,6 +251,9 @@ impl Settings {
             rate_limit_per_minute: limits.rate_limit_per_minute,
             rate_limit_burst: limits.rate_limit_burst,
             max_tasks_per_user: limits.max_tasks_per_user,
+            idempotency_key_ttl: limits.idempotency_key_ttl,
+            idempotency_cleanup_interval: limits.idempotency_cleanup_interval,
+            idempotency_max_keys_per_user: limits.idempotency_max_keys_per_user,
             client_write_timeout: limits.client_write_timeout,
             rate_limit_max_keys: limits.rate_limit_max_keys,
             fleet,
@@ -303,6 +315,9 @@ mod tests {
         assert!(!s.production);
         assert!(s.run_migrations);
         assert_eq!(s.log_format, LogFormat::Compact);
+        assert_eq!(s.idempotency_key_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.idempotency_cleanup_interval, Duration::from_secs(60));
+        assert_eq!(s.idempotency_max_keys_per_user, 10_000);
     }
 
     #[test]
@@ -323,6 +338,18 @@ mod tests {
         assert!(err(&[("RATE_LIMIT_MAX_KEYS", "0")]).contains("RATE_LIMIT_MAX_KEYS"));
         assert!(err(&[("RATE_LIMIT_MAX_KEYS", "many")]).contains("RATE_LIMIT_MAX_KEYS"));
         assert!(err(&[("CLIENT_BODY_TIMEOUT", "soon")]).contains("CLIENT_BODY_TIMEOUT"));
+        assert!(err(&[("IDEMPOTENCY_KEY_TTL_SECS", "0")]).contains("IDEMPOTENCY_KEY_TTL_SECS"));
+        assert!(
+            err(&[("IDEMPOTENCY_KEY_TTL_SECS", "999999999")]).contains("IDEMPOTENCY_KEY_TTL_SECS")
+        );
+        assert!(
+            err(&[("IDEMPOTENCY_MAX_KEYS_PER_USER", "0")])
+                .contains("IDEMPOTENCY_MAX_KEYS_PER_USER")
+        );
+        assert!(
+            err(&[("IDEMPOTENCY_CLEANUP_INTERVAL_SECS", "0")])
+                .contains("IDEMPOTENCY_CLEANUP_INTERVAL_SECS")
+        );
     }
 
     #[test]

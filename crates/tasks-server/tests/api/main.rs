@@ -17,6 +17,7 @@ mod conditional;
 mod cors;
 mod errors;
 mod frontends;
+mod idempotency;
 mod isolation;
 mod jwt_attacks;
 mod limits;

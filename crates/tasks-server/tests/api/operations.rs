@@ -83,3 +83,27 @@ fn openapi_contract_is_up_to_date() {
         "contracts/openapi.yaml differs from the generated document; regenerate it with `cargo run -q -- openapi > contracts/openapi.yaml` and review the diff"
     );
 }
+
+/// The committed JSON Schemas are cut from the same document. To accept a
+/// change: `cargo run -q -- schema tasks > contracts/tasks.schema.json` and
+/// `cargo run -q -- schema errors > contracts/errors.schema.json`, and review
+/// the diff.
+#[test]
+fn json_schema_contracts_are_up_to_date() {
+    for (name, component) in tasks_server::openapi::JSON_SCHEMAS {
+        let generated = tasks_server::openapi::json_schema(component).unwrap();
+        let path = format!(
+            "{}/../../contracts/{name}.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let committed = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("contracts/{name}.schema.json exists"));
+        assert!(
+            generated == committed,
+            "contracts/{name}.schema.json differs from the generated schema; regenerate it with `cargo run -q -- schema {name} > contracts/{name}.schema.json` and review the diff"
+        );
+        let schema: Value = serde_json::from_str(&committed).unwrap();
+        assert_eq!(schema["title"], component);
+        assert_eq!(schema["type"], "object");
+    }
+}

@@ -179,6 +179,34 @@ async fn database_outage_is_503_and_the_service_recovers() {
     app.create_ok(&token, "written after the outage").await;
 }
 
+/// A keyed create during an outage is a 503 that is not remembered: the
+/// retry after recovery really creates, exactly once, and later retries
+/// replay it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_create_retried_after_an_outage_creates_exactly_one_task() {
+    let (app, proxy) = proxied_app(&[
+        ("DATABASE_CONNECT_TIMEOUT", "1"),
+        ("DATABASE_QUERY_TIMEOUT", "2"),
+    ])
+    .await;
+    let token = app.token("alice");
+    let body = serde_json::json!({"title": "retried"});
+    let keyed = || crate::idempotency::post_keyed(&app, "/api/tasks", &token, "outage-1", &body);
+    proxy.cut().await;
+    assert_error(keyed().await, 503, "service_unavailable").await;
+    assert_error(keyed().await, 503, "service_unavailable").await;
+    proxy.restore();
+    wait_until_ready(&app).await;
+    let first = keyed().await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = keyed().await;
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(app.list_ok(&token).await, vec![first]);
+}
+
 /// Under a stream of writes the database goes away and comes back: every
 /// acknowledged write is stored, none twice, and the stream resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
