@@ -14,6 +14,10 @@ use utoipa::ToSchema;
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
+/// Seconds a client should wait before opening an event stream again after
+/// a 429 for too many open streams.
+pub const STREAMS_RETRY_AFTER_SECS: u64 = 10;
+
 /// The error envelope.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 #[schema(example = json!({"detail": "title must not be empty", "status_code": 400, "error_type": "validation_error"}))]
@@ -54,6 +58,11 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("Too many requests; retry in {0} s")]
     RateLimited(u64),
+    /// `SSE_MAX_STREAMS_PER_USER` event streams of this user are open.
+    #[error(
+        "Too many open event streams for this user (at most {0} per instance); close one (another tab or device) or retry later"
+    )]
+    TooManyStreams(usize),
     /// A cookie-authenticated request refused by the CSRF rule.
     #[error("{0}")]
     Forbidden(String),
@@ -83,6 +92,7 @@ impl ApiError {
             Self::PreconditionFailed => "precondition_failed",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
+            Self::TooManyStreams(_) => "too_many_streams",
             Self::Forbidden(_) => "forbidden",
             Self::Unavailable(_) | Self::UnavailableBecause { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -137,7 +147,7 @@ impl ResponseError for ApiError {
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) | Self::UnavailableBecause { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -170,6 +180,12 @@ impl ResponseError for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        if let Self::TooManyStreams(_) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STREAMS_RETRY_AFTER_SECS),
+            );
         }
         let challenge = match self {
             Self::MissingToken(_) => Some("Bearer"),

@@ -9,6 +9,7 @@ pub mod cookie;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -5,6 +5,7 @@
 //! else gets the 404 envelope. See docs/ARCHITECTURE.md, "Adding an
 //! endpoint".
 
+pub mod events;
 pub mod health;
 pub mod listing;
 mod registry;
@@ -34,6 +35,8 @@ where
             .alias("/api/tasks", "/api/{user_id}/tasks")
             .add(tasks::__path_list_tasks, tasks::list_tasks)
             .add(tasks::__path_create_task, tasks::create_task)
+            // Before `/api/tasks/{id}`: actix matches in registration order.
+            .add(events::__path_task_events, events::task_events)
             .add(tasks::__path_get_task, tasks::get_task)
             .add(tasks::__path_update_task, tasks::update_task)
             .add(tasks::__path_patch_task, tasks::patch_task)
