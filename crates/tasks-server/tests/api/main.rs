@@ -15,6 +15,7 @@ mod bounded;
 mod conditional;
 mod cors;
 mod errors;
+mod events;
 mod frontends;
 mod isolation;
 mod jwt_attacks;
