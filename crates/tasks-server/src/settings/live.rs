@@ -100,13 +100,13 @@ mod tests {
         );
         let s = Settings::from_pairs([
             ("DATABASE_URL", "postgres://u:pw@pooler/db"),
-            ("DATABASE_DIRECT_URL", "postgres://u:secret@direct/db"),
+            ("DATABASE_DIRECT_URL", "postgres://u:pw-direct-9@direct/db"),
         ])
         .unwrap();
-        assert!(!format!("{s:?}").contains("secret"));
+        assert!(!format!("{s:?}").contains("pw-direct-9"));
         assert_eq!(
             s.live.direct_url.unwrap().expose_secret(),
-            "postgres://u:secret@direct/db"
+            "postgres://u:pw-direct-9@direct/db"
         );
     }
 
