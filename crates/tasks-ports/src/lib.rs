@@ -27,6 +27,34 @@ pub enum Written<T> {
     PreconditionFailed,
 }
 
+/// One page of an owner's change log after a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangePage {
+    /// The current state of the tasks created or changed after `since`, in
+    /// version order (a task appears once, at its latest version).
+    pub tasks: Vec<Task>,
+    /// Tasks deleted after `since` (tombstones). A task changed and then
+    /// deleted appears here only. Empty when `since` is 0.
+    pub deleted: Vec<TaskId>,
+    /// The cursor to continue from: the highest version included, or the
+    /// owner's current version when `has_more` is false (`since` itself
+    /// when nothing is new).
+    pub version: i64,
+    /// Whether more changes follow `version` already.
+    pub has_more: bool,
+}
+
+/// The answer to a change-log read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    Page(ChangePage),
+    /// `since` cannot be continued from: it is older than the tombstones
+    /// still kept (`purged_through`), or newer than the owner's current
+    /// version (e.g. a database restored from a backup). The client must
+    /// drop its copy and start again from 0.
+    Reset,
+}
+
 /// Errors a [`TaskRepository`] may return. A task that does not exist, or that
 /// belongs to someone else, is never an error: it is `None` / `false`, and the
 /// two cases MUST be indistinguishable.
@@ -109,6 +137,20 @@ pub trait TaskRepository: Send + Sync + 'static {
         id: TaskId,
         expected: Option<Precondition<'_>>,
     ) -> Result<Written<()>, RepoError>;
+
+    /// One page of the owner's change log after version `since` (0: the
+    /// whole current state, no tombstones): at most `limit` entries, read in
+    /// one consistent snapshot. Versions are per owner and taken under the
+    /// owner's row lock in the same transaction as each write, so they
+    /// become visible in order: a reader that follows the returned versions
+    /// never skips a change. [`Changes::Reset`] when `since` is older than
+    /// the tombstones kept or newer than the owner's current version.
+    async fn changes(
+        &self,
+        owner: &OwnerId,
+        since: i64,
+        limit: usize,
+    ) -> Result<Changes, RepoError>;
 
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), RepoError>;

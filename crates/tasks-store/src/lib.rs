@@ -16,7 +16,8 @@
 //! and the row-to-`Task` mapping).
 //!
 //! Each repository method runs in a `debug` span named after it (`db.list`,
-//! `db.get`, `db.create`, `db.update`, `db.toggle`, `db.delete`, `db.ping`),
+//! `db.get`, `db.create`, `db.update`, `db.toggle`, `db.delete`, `db.ping`,
+//! `db.changes`, `db.purge_changes`),
 //! so database time (pool wait included) is a span of its own, apart from the
 //! handler's. Their fields are the backend, task ids, the status filter and
 //! the batch limit; never task text and never the owner (`skip_all`, then
@@ -28,6 +29,7 @@
 //! `db_query_duration_seconds{operation, backend}` (see `pool::StoreMetrics`);
 //! without a recorder installed before the store is built, a no-op.
 
+mod changes;
 mod config;
 mod errors;
 mod migrate;
@@ -42,8 +44,9 @@ use diesel::IntoSql as _;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch, Title};
-use tasks_ports::{Precondition, RepoError, TaskRepository, Written};
+use tasks_ports::{Changes, Precondition, RepoError, TaskRepository, Written};
 
+pub use changes::{ChangeRetention, PURGE_OWNERS_PER_ROUND};
 pub use config::{DatabaseLocation, ReadReplicaConfig, StoreConfig, redact_url};
 pub use migrate::run_migrations;
 pub use pool::{DieselTaskStore, PoolStats};
@@ -262,6 +265,21 @@ impl TaskRepository for DieselTaskStore {
         self.note_write();
         let row = (deleted > 0).then_some(());
         self.written(owner, id, expected, row).await
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "db.changes",
+        skip_all,
+        fields(backend = self.backend.name(), since = since, limit = limit)
+    )]
+    async fn changes(
+        &self,
+        owner: &OwnerId,
+        since: i64,
+        limit: usize,
+    ) -> Result<Changes, RepoError> {
+        self.changes_here(owner, since, limit).await
     }
 
     #[tracing::instrument(

@@ -161,8 +161,16 @@ impl Backend {
 }
 
 /// The repository's operations, as the `operation` label names them.
-const OPERATIONS: [&str; 7] = [
-    "list", "get", "create", "update", "toggle", "delete", "ping",
+const OPERATIONS: [&str; 9] = [
+    "list",
+    "get",
+    "create",
+    "update",
+    "toggle",
+    "delete",
+    "ping",
+    "changes",
+    "purge_changes",
 ];
 
 /// The store's metrics, through the `metrics` facade: the store knows
@@ -171,7 +179,7 @@ const OPERATIONS: [&str; 7] = [
 /// no-ops, and a query pays no registry lookup either way.
 struct StoreMetrics {
     /// `db_query_duration_seconds{operation, backend}`, in `OPERATIONS` order.
-    durations: [metrics::Histogram; 7],
+    durations: [metrics::Histogram; 9],
     /// `db_query_timeouts_total{backend}`.
     timeouts: metrics::Counter,
 }

@@ -140,6 +140,100 @@ macro_rules! returned_row {
 returned_row!(PgReturned, diesel::sql_types::Timestamptz);
 returned_row!(SqliteReturned, diesel::sql_types::TimestamptzSqlite);
 
+/// A row of the change-log read (`changes.rs`), per backend: the owner's
+/// head version and purge mark on every row, then one entry of the page
+/// (all `NULL` when the page is empty), the task's columns `NULL` for a
+/// tombstone.
+macro_rules! change_row {
+    ($name:ident, $ts:ty) => {
+        #[derive(diesel::QueryableByName)]
+        pub(crate) struct $name {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            pub(crate) head: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            pub(crate) purged: i64,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            pub(crate) version: Option<i64>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+            deleted: Option<bool>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            task_id: Option<i64>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            id: Option<i64>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+            user_id: Option<String>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+            title: Option<String>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+            description: Option<String>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+            completed: Option<bool>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<$ts>)]
+            created_at: Option<DateTime<Utc>>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<$ts>)]
+            updated_at: Option<DateTime<Utc>>,
+        }
+    };
+}
+change_row!(PgChangeRow, diesel::sql_types::Timestamptz);
+change_row!(SqliteChangeRow, diesel::sql_types::TimestamptzSqlite);
+
+impl From<SqliteChangeRow> for PgChangeRow {
+    fn from(r: SqliteChangeRow) -> Self {
+        Self {
+            head: r.head,
+            purged: r.purged,
+            version: r.version,
+            deleted: r.deleted,
+            task_id: r.task_id,
+            id: r.id,
+            user_id: r.user_id,
+            title: r.title,
+            description: r.description,
+            completed: r.completed,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl PgChangeRow {
+    /// The task's row, or the id of a deleted task (a tombstone, or a
+    /// change whose task row is gone).
+    pub(crate) fn into_row(self) -> Result<Row, i64> {
+        let task_id = self.task_id.unwrap_or_default();
+        if self.deleted != Some(false) {
+            return Err(task_id);
+        }
+        match (
+            self.id,
+            self.user_id,
+            self.title,
+            self.completed,
+            self.created_at,
+            self.updated_at,
+        ) {
+            (
+                Some(id),
+                Some(user_id),
+                Some(title),
+                Some(completed),
+                Some(created),
+                Some(updated),
+            ) => Ok((
+                id,
+                user_id,
+                title,
+                self.description,
+                completed,
+                created,
+                updated,
+            )),
+            _ => Err(task_id),
+        }
+    }
+}
+
 #[derive(diesel::QueryableByName)]
 pub(crate) struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tasks_domain::{Description, NewTask, OwnerId, StatusFilter, TaskPatch, Title};
-use tasks_ports::{TaskRepository as _, Written};
+use tasks_ports::{Changes, TaskRepository as _, Written};
 use tasks_store::{DatabaseLocation, DieselTaskStore, StoreConfig, run_migrations};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -131,6 +131,21 @@ async fn every_query_has_a_span_and_no_span_carries_task_text_or_the_owner() {
         store.delete(&owner, id, None).await.unwrap(),
         Written::Done(())
     );
+    // The change log saw all four writes: a full sync is empty (the task is
+    // gone), and from version 1 on the task is a tombstone.
+    let Changes::Page(full) = store.changes(&owner, 0, 10).await.unwrap() else {
+        panic!("a full sync is never a reset");
+    };
+    assert_eq!(
+        (full.tasks.len(), full.deleted.len(), full.version),
+        (0, 0, 4)
+    );
+    let Changes::Page(since) = store.changes(&owner, 1, 10).await.unwrap() else {
+        panic!("version 1 is current");
+    };
+    assert_eq!(since.deleted, vec![id]);
+    assert!(since.tasks.is_empty() && !since.has_more);
+    assert_eq!(store.changes(&owner, 5, 10).await.unwrap(), Changes::Reset);
     store.ping().await.unwrap();
     store.close();
     drop(store);
@@ -154,6 +169,7 @@ async fn every_query_has_a_span_and_no_span_carries_task_text_or_the_owner() {
     assert!(list.contains(" limit=50"), "{list}");
     assert!(span("db.create").contains(" max_tasks=10"));
     assert!(span("db.ping").contains(" backend=\"sqlite\""));
+    assert!(span("db.changes").contains(" since=0"));
     assert!(
         lines.contains(&format!("record db.create {task_id}")),
         "the created id is recorded on db.create: {lines:#?}"
