@@ -154,36 +154,6 @@ pub trait TaskRepository: Send + Sync + 'static {
 
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), RepoError>;
-
-    /// PLACEHOLDER until the change feed (branch `sync-feed`) is merged: the
-    /// owner's changes after version `since`, at most `limit` tasks a page.
-    async fn changes(
-        &self,
-        owner: &OwnerId,
-        since: i64,
-        limit: usize,
-    ) -> Result<Changes, RepoError> {
-        let _ = (owner, since, limit);
-        Err(RepoError::Unexpected(anyhow::anyhow!(
-            "the change feed is not merged yet"
-        )))
-    }
-}
-
-/// One page of an owner's changes (PLACEHOLDER, see `changes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangePage {
-    pub tasks: Vec<Task>,
-    pub deleted: Vec<TaskId>,
-    pub version: i64,
-    pub has_more: bool,
-}
-
-/// The answer of `changes` (PLACEHOLDER).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Changes {
-    Page(ChangePage),
-    Reset,
 }
 
 /// Why a bearer token was not accepted.
