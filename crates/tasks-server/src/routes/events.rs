@@ -61,6 +61,16 @@ pub async fn task_events(
         .map(decode_cursor)
         .transpose()?;
     let credential = Credential::of(&req, &state)?;
+    // A stream ends at its JWT's `exp` exactly (no `JWT_LEEWAY`): one
+    // opened after it would end at once, and the client would loop.
+    if credential
+        .jwt_expiry()
+        .is_some_and(|exp| exp <= std::time::SystemTime::now())
+    {
+        return Err(ApiError::InvalidToken(
+            "the token has expired (event streams end at exp; refresh the token)".into(),
+        ));
+    }
     let subscription = state.live.hub.subscribe(&caller.0).map_err(|refused| match refused {
         Refused::PerUser(max) => ApiError::TooManyStreams(max),
         Refused::Total(max) => ApiError::UnavailableBecause {
