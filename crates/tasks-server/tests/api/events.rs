@@ -335,7 +335,7 @@ async fn a_stream_ends_when_its_token_expires() {
     assert_eq!(expired.event, "expired", "{expired:?}");
     assert!(sse.next().await.is_none(), "the stream ended");
     // Reconnecting with the expired token is refused.
-    let res = Sse::request(&app, &token, Some(&"0".to_owned())).await;
+    let res = Sse::request(&app, &token, Some("0")).await;
     assert_eq!(res.status(), 401);
 }
 
