@@ -199,6 +199,40 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// Query of `GET /api/tasks/changes`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChangesQuery {
+    /// Opaque: the `cursor` of the previous answer. Absent (or `0`): a full
+    /// sync, the current state of every task, without deletions. A value
+    /// that is not a cursor is a 400; one the log cannot continue from is a
+    /// 410 (`sync_reset_required`).
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,19}$", example = "42")]
+    pub since: Option<String>,
+    /// At most this many entries (tasks plus deleted ids), 1 to 1000
+    /// (default 100). A page may hold fewer (at about 1 MB of JSON); follow
+    /// `cursor` while `has_more` is true.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+}
+
+/// One page of the caller's changes after a cursor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChangesResponse {
+    /// Tasks created or changed after the cursor, as they are now, in the
+    /// order of their latest change; each at most once.
+    pub tasks: Vec<TaskResponse>,
+    /// Ids of tasks deleted after the cursor (also tasks the client may
+    /// never have seen). A task changed and then deleted is only here.
+    #[schema(example = json!([17, 23]))]
+    pub deleted: Vec<i64>,
+    /// Opaque: pass it as `since` to continue from here.
+    #[schema(example = "42")]
+    pub cursor: String,
+    /// More changes follow already: ask again with `cursor` at once.
+    pub has_more: bool,
+}
+
 /// Values of the `status` filter.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -51,6 +51,12 @@ pub enum ApiError {
     /// was written.
     #[error("The task has changed since the ETag in If-Match was issued; fetch it again")]
     PreconditionFailed,
+    /// A change-feed cursor the log cannot continue from: older than the
+    /// tombstones kept, or newer than the log (a restored database).
+    #[error(
+        "This cursor can no longer be continued: drop the local copy and sync again from the start (no cursor)"
+    )]
+    SyncResetRequired,
     #[error("Task limit reached: a user may hold at most {0} tasks; delete some first")]
     TaskLimitReached(u32),
     /// The client did not send its body in time; the connection is closed.
@@ -90,6 +96,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TaskLimitReached(_) => "task_limit_reached",
             Self::PreconditionFailed => "precondition_failed",
+            Self::SyncResetRequired => "sync_reset_required",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::TooManyStreams(_) => "too_many_streams",
@@ -146,6 +153,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TaskLimitReached(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::SyncResetRequired => StatusCode::GONE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod sync;
 pub mod telemetry;
 
 pub use settings::Settings;

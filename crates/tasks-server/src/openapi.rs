@@ -10,7 +10,10 @@ use utoipa::{Modify, OpenApi};
 use actix_web::App;
 use utoipa_actix_web::AppExt as _;
 
-use crate::dto::{CreateTaskRequest, HealthResponse, StatusParam, TaskResponse, UpdateTaskRequest};
+use crate::dto::{
+    ChangesResponse, CreateTaskRequest, HealthResponse, StatusParam, TaskResponse,
+    UpdateTaskRequest,
+};
 use crate::error::ErrorBody;
 use crate::routes;
 
@@ -23,7 +26,7 @@ use crate::routes;
         // The contract's version, not the crate's: it changes when the API does.
         version = "1.0.0",
     ),
-    components(schemas(TaskResponse, CreateTaskRequest, UpdateTaskRequest, ErrorBody, HealthResponse, StatusParam)),
+    components(schemas(TaskResponse, CreateTaskRequest, UpdateTaskRequest, ErrorBody, HealthResponse, StatusParam, ChangesResponse)),
     modifiers(&BearerAuth),
     tags(
         (name = "tasks", description = "The caller's tasks"),

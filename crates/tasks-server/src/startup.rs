@@ -35,6 +35,8 @@ pub struct Application {
     metrics: Option<(u16, Server)>,
     /// The event streams' hub: ended at shutdown.
     hub: Arc<Hub>,
+    /// The change log's periodic clean-up, stopped with the server.
+    cleanup: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -66,6 +68,7 @@ impl Application {
             migrate_with_retry(&settings).await?;
         }
         let verifier = build_verifier(&settings).await?;
+        let cleanup = spawn_change_log_cleanup(Arc::clone(&store), settings.change_log);
         let cookie_auth = settings
             .auth
             .cookie_prefix
@@ -160,6 +163,7 @@ impl Application {
             server,
             metrics,
             hub,
+            cleanup,
         })
     }
 
@@ -190,8 +194,10 @@ impl Application {
             server,
             metrics,
             hub,
+            cleanup,
             ..
         } = self;
+        let _cleanup = AbortOnDrop(cleanup);
         // Event streams never finish by themselves: end them as soon as a
         // stop signal arrives (actix reacts to the same signals and then
         // waits for open responses), so they do not hold up shutdown.
@@ -283,6 +289,55 @@ fn live_fan_out(
     );
     tokio::spawn(listener::run(target, Arc::clone(hub)));
     Ok(store)
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Clean-up rounds per interval at most (each handles up to
+/// `tasks_store::PURGE_OWNERS_PER_ROUND` owners); the rest waits for the
+/// next interval.
+const CLEANUP_ROUNDS: usize = 10;
+
+/// Every `CHANGE_LOG_CLEANUP_INTERVAL`, removes the change log's expired
+/// and surplus tombstones in bounded rounds (`DieselTaskStore::purge_changes`).
+/// Every instance runs it; it is idempotent, so they need no coordination.
+fn spawn_change_log_cleanup(
+    store: Arc<DieselTaskStore>,
+    settings: crate::settings::ChangeLogSettings,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.cleanup_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for _ in 0..CLEANUP_ROUNDS {
+                match store.purge_changes(settings.retention).await {
+                    Ok((removed, more)) => {
+                        if removed > 0 {
+                            tracing::info!(removed, "change log: old deletions forgotten");
+                        }
+                        if !more {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "change log clean-up failed; retrying at the next interval"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The per-user rate limit, when `RATE_LIMIT_PER_MINUTE` is set: shared

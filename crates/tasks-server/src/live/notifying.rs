@@ -102,4 +102,8 @@ impl TaskRepository for Notifying {
     ) -> Result<Changes, RepoError> {
         self.inner.changes(owner, since, limit).await
     }
+
+    async fn change_head(&self, owner: &OwnerId) -> Result<i64, RepoError> {
+        self.inner.change_head(owner).await
+    }
 }

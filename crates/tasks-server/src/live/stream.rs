@@ -31,11 +31,12 @@ use tasks_ports::{ChangePage, Changes, RepoError};
 use tokio::time::Instant;
 
 use super::{Hub, Subscription};
-use crate::dto::TaskResponse;
+use crate::dto::ChangesResponse;
 use crate::error::ApiError;
 use crate::extract::Credential;
 use crate::routes::listing::owned;
 use crate::state::AppState;
+use crate::sync;
 
 /// Most tasks in one event (one page of the change log).
 pub const PAGE_LIMIT: usize = 100;
@@ -49,33 +50,6 @@ pub struct Live {
     pub reverify: Duration,
     /// `SSE_RETRY`.
     pub retry: Duration,
-}
-
-/// The data of a change event: the change feed's page.
-#[derive(Serialize)]
-struct PageBody {
-    tasks: Vec<TaskResponse>,
-    deleted: Vec<i64>,
-    cursor: String,
-    has_more: bool,
-}
-
-/// The cursor clients see: the decimal version (opaque to them).
-#[must_use]
-pub fn encode_cursor(version: i64) -> String {
-    version.to_string()
-}
-
-/// A cursor from `Last-Event-ID` or `?since=`.
-///
-/// # Errors
-/// Not a cursor this service issued: 400.
-pub fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
-    raw.trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .ok_or_else(|| ApiError::Validation("Invalid cursor in Last-Event-ID or since".into()))
 }
 
 /// One open stream.
@@ -148,7 +122,7 @@ impl EventStream {
             }
             None => {
                 stream.cursor = stream.head().await?;
-                let id = encode_cursor(stream.cursor);
+                let id = sync::encode(stream.cursor);
                 stream.push("ready", &id, &serde_json::json!({ "cursor": id }));
             }
         }
@@ -240,7 +214,7 @@ impl EventStream {
             Changes::Reset => {
                 self.cursor = self.head().await?;
                 self.stale = false;
-                let id = encode_cursor(self.cursor);
+                let id = sync::encode(self.cursor);
                 self.push(
                     "reset",
                     &id,
@@ -256,22 +230,7 @@ impl EventStream {
 
     /// The owner's current version: the end of the log.
     async fn head(&self) -> Result<i64, ApiError> {
-        let mut version = 0;
-        loop {
-            match self.changes(version, 1000).await? {
-                Changes::Page(page) => {
-                    version = page.version;
-                    if !page.has_more {
-                        return Ok(version);
-                    }
-                }
-                Changes::Reset => {
-                    return Err(ApiError::Internal(anyhow::anyhow!(
-                        "the change log refused its own head"
-                    )));
-                }
-            }
-        }
+        Ok(self.state.repo.change_head(&self.owner).await?)
     }
 
     async fn changes(&self, since: i64, limit: usize) -> Result<Changes, ApiError> {
@@ -285,15 +244,15 @@ impl EventStream {
             })
     }
 
-    fn page_body(&self, page: ChangePage) -> Result<PageBody, ApiError> {
-        Ok(PageBody {
+    fn page_body(&self, page: ChangePage) -> Result<ChangesResponse, ApiError> {
+        Ok(ChangesResponse {
             tasks: page
                 .tasks
                 .into_iter()
                 .map(|task| owned(task, &self.owner))
                 .collect::<Result<_, _>>()?,
             deleted: page.deleted.into_iter().map(|id| id.get()).collect(),
-            cursor: encode_cursor(page.version),
+            cursor: sync::encode(page.version),
             has_more: page.has_more,
         })
     }

@@ -9,9 +9,10 @@ use utoipa::IntoParams;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, Credential};
 use crate::live::Refused;
-use crate::live::stream::{EventStream, decode_cursor};
+use crate::live::stream::EventStream;
 use crate::routes::responses::AuthenticatedErrors;
 use crate::state::AppState;
+use crate::sync;
 
 /// Where a stream starts when no `Last-Event-ID` is sent.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -58,7 +59,7 @@ pub async fn task_events(
         .filter(|v| !v.trim().is_empty());
     let since = last_event_id
         .or(query.since.as_deref())
-        .map(decode_cursor)
+        .map(sync::decode)
         .transpose()?;
     let credential = Credential::of(&req, &state)?;
     // A stream ends at its JWT's `exp` exactly (no `JWT_LEEWAY`): one

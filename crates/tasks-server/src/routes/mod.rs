@@ -5,6 +5,7 @@
 //! else gets the 404 envelope. See docs/ARCHITECTURE.md, "Adding an
 //! endpoint".
 
+pub mod changes;
 pub mod events;
 pub mod health;
 pub mod listing;
@@ -35,7 +36,8 @@ where
             .alias("/api/tasks", "/api/{user_id}/tasks")
             .add(tasks::__path_list_tasks, tasks::list_tasks)
             .add(tasks::__path_create_task, tasks::create_task)
-            // Before `/api/tasks/{id}`: actix matches in registration order.
+            // Before `/api/tasks/{id}`: actix matches in order.
+            .add(changes::__path_changes, changes::changes)
             .add(events::__path_task_events, events::task_events)
             .add(tasks::__path_get_task, tasks::get_task)
             .add(tasks::__path_update_task, tasks::update_task)

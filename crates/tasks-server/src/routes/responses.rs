@@ -74,3 +74,11 @@ pub struct PreconditionFailed(pub ErrorBody);
     headers(("ETag" = String, description = "The current ETag"))
 )]
 pub struct NotModified;
+
+/// A change-feed cursor that cannot be continued (`sync_reset_required`).
+#[derive(IntoResponses)]
+#[response(
+    status = 410,
+    description = "`sync_reset_required`: the cursor is older than the deletions kept (`CHANGE_LOG_RETENTION_SECS`, `CHANGE_LOG_MAX_TOMBSTONES`) or newer than the change log (a restored database). The `error_type` is the hint: drop the local copy and sync again without `since`."
+)]
+pub struct SyncResetRequired(pub ErrorBody);

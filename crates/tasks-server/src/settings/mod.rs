@@ -8,7 +8,7 @@
 //!
 //! One file per section: `http` (listener, CORS, limits and timeouts),
 //! `database` (the store's `StoreConfig`), `auth` (the verifier's
-//! `AuthConfig`), `logging`; `parse` holds the small typed parsers they share.
+//! `AuthConfig`), `logging`, `changes` (the change log's retention); `parse` holds the small typed parsers they share.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tasks_store::StoreConfig;
 
 mod auth;
+mod changes;
 mod database;
 mod fleet;
 mod http;
@@ -26,6 +27,7 @@ mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
+pub use changes::ChangeLogSettings;
 pub use fleet::{FleetSettings, MetricsListener, RedisLimit, Traces};
 pub use live::LiveSettings;
 pub use logging::LogFormat;
@@ -103,6 +105,9 @@ struct Raw {
     sse_heartbeat_interval: Option<String>,
     sse_reverify_interval: Option<String>,
     sse_retry: Option<String>,
+    change_log_retention_secs: Option<String>,
+    max_tombstones_per_user: Option<String>,
+    change_log_cleanup_interval: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +150,8 @@ pub struct Settings {
     pub fleet: FleetSettings,
     /// Live updates: stream limits and the listener's URL (`settings/live.rs`).
     pub live: LiveSettings,
+    /// The change feed's retention and clean-up (`settings/changes.rs`).
+    pub change_log: ChangeLogSettings,
 }
 
 impl Settings {
@@ -224,6 +231,7 @@ impl Settings {
         let limits = http::Limits::parse(&raw)?;
         let fleet = FleetSettings::parse(&raw, limits.rate_limit_per_minute.is_some())?;
         let live = LiveSettings::parse(&raw, &database.store.location)?;
+        let change_log = ChangeLogSettings::parse(&raw)?;
         Ok(Self {
             production,
             host: listener.host,
@@ -249,6 +257,7 @@ impl Settings {
             rate_limit_max_keys: limits.rate_limit_max_keys,
             fleet,
             live,
+            change_log,
         })
     }
 

@@ -12,6 +12,7 @@ mod helpers;
 
 mod auth;
 mod bounded;
+mod changes;
 mod conditional;
 mod cors;
 mod errors;
