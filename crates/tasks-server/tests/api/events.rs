@@ -224,6 +224,18 @@ async fn last_event_id_replays_what_was_missed(backend: Backend) {
     let kept = app.create_ok(&token, "before").await;
     let (sse, cursor) = open_ready(&app, &token).await;
     drop(sse);
+    // `ready` names the change feed's current cursor.
+    let res = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/tasks/changes?since={cursor}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let feed: Value = res.json().await.unwrap();
+    assert_eq!(feed["cursor"], cursor.as_str());
+    assert_eq!(feed["tasks"], json!([]));
 
     // While disconnected: a create, an update, a delete.
     let created = app.create_ok(&token, "while away").await;
