@@ -49,7 +49,11 @@ impl Sse {
     async fn request(app: &TestApp, token: &str, last_event_id: Option<&str>) -> reqwest::Response {
         // No overall timeout: the body never ends by itself.
         let client = reqwest::Client::new();
-        let mut req = client.get(app.url("/api/tasks/events")).bearer_auth(token);
+        let mut req = client.get(app.url("/api/tasks/events"));
+        req = match token.strip_prefix("cookie:") {
+            Some(cookie) => req.header("cookie", cookie),
+            None => req.bearer_auth(token),
+        };
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -387,4 +391,43 @@ async fn changes_cross_instances_and_survive_listener_reconnects() {
         .await;
     a.create_ok(&token, "after").await;
     sse.changes_until(|p| has_task(p, "after")).await;
+}
+
+/// A revoked session (Better Auth's sign-out deletes its row) ends the
+/// stream at the next re-verification; here through the session cookie, as
+/// a browser's `EventSource` sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_session_is_revoked() {
+    const TOKEN: &str = "LiveSessionTokenLiveSessionToken";
+    let (_auth_db, auth_url, auth) =
+        crate::helpers::auth_database(Backend::Postgres, crate::helpers::BETTER_AUTH_SCHEMA).await;
+    auth.batch_execute(&format!(
+        r#"INSERT INTO "user" ("id", "name", "email", "emailVerified") VALUES ('kim', 'n', 'k@example.com', false);
+           INSERT INTO "session" ("id", "expiresAt", "token", "updatedAt", "userId")
+           VALUES ('s1', now() + interval '1 hour', '{TOKEN}', now(), 'kim');"#
+    ))
+    .await
+    .unwrap();
+    let app = spawn(
+        Backend::Sqlite,
+        &[
+            ("BETTER_AUTH_DATABASE_URL", &auth_url),
+            ("BETTER_AUTH_SECRET", crate::helpers::SECRET),
+            ("AUTH_COOKIE", "true"),
+            ("SESSION_CACHE_TTL_SECS", "0"),
+            ("SSE_REVERIFY_INTERVAL", "0.2"),
+        ],
+    )
+    .await;
+    let cookie = format!(
+        "cookie:better-auth.session_token={}",
+        crate::sessions::signed_cookie_value(TOKEN)
+    );
+    let (mut sse, _) = open_ready(&app, &cookie).await;
+    auth.batch_execute(r#"DELETE FROM "session" WHERE "id" = 's1'"#)
+        .await
+        .unwrap();
+    let expired = sse.event().await;
+    assert_eq!(expired.event, "expired", "{expired:?}");
+    assert!(sse.next().await.is_none(), "the stream ended");
 }
