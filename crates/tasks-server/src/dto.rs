@@ -207,7 +207,7 @@ pub struct ChangesQuery {
     /// sync, the current state of every task, without deletions. A value
     /// that is not a cursor is a 400; one the log cannot continue from is a
     /// 410 (`sync_reset_required`).
-    #[param(value_type = Option<String>, pattern = "^[0-9]{1,19}$", example = "42")]
+    #[param(value_type = Option<String>, pattern = "^[0-9]{1,18}$", example = "42")]
     pub since: Option<String>,
     /// At most this many entries (tasks plus deleted ids), 1 to 1000
     /// (default 100). A page may hold fewer (at about 1 MB of JSON); follow

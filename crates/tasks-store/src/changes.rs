@@ -36,6 +36,19 @@
 //! The reader takes the owner's head version, `purged_through` and the page
 //! in one statement, so a page is one consistent snapshot on both backends.
 //!
+//! How it sits beside the other statements (PostgreSQL): row triggers of a
+//! statement run at its end, so the create's CTE (which upserts the owner's
+//! `task_counts` row, then inserts) and the delete's (which gives the slot
+//! back) take the `task_counts` lock first and the `task_sync` lock last; the
+//! trigger writes only `task_sync` and `task_changes`, which no statement of
+//! the service touches otherwise. A transaction holding an owner's
+//! `task_sync` lock is always at the end of its one statement and waits for
+//! nothing another writer of that owner holds, so no lock cycle forms. The
+//! trigger sends `NOTIFY tasks_changed, '<version> <owner>'`, delivered at
+//! commit (never for a rolled-back write); behind a transaction-pooling
+//! PgBouncer that works as is (only `LISTEN` needs a session), and the
+//! trigger needs no session state.
+//!
 //! # Clean-up
 //!
 //! Tombstones are kept for a retention period and at most a number per

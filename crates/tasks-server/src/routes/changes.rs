@@ -45,7 +45,7 @@ const CHUNK: usize = 100;
         AuthenticatedErrors,
     )
 )]
-pub async fn changes(
+pub async fn list_changes(
     caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ChangesQuery>,

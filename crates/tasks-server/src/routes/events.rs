@@ -85,7 +85,9 @@ pub async fn task_events(
         EventStream::open(state.clone(), caller.0, credential, subscription, since).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // `no-transform`: a proxy must not compress (and so buffer) the
+        // stream; Next.js rewrites and the `compression` middleware honour it.
+        .insert_header((header::CACHE_CONTROL, "no-store, no-transform"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(stream.into_body()))
 }

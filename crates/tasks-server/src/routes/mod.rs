@@ -37,7 +37,7 @@ where
             .add(tasks::__path_list_tasks, tasks::list_tasks)
             .add(tasks::__path_create_task, tasks::create_task)
             // Before `/api/tasks/{id}`: actix matches in order.
-            .add(changes::__path_changes, changes::changes)
+            .add(changes::__path_list_changes, changes::list_changes)
             .add(events::__path_task_events, events::task_events)
             .add(tasks::__path_get_task, tasks::get_task)
             .add(tasks::__path_update_task, tasks::update_task)

@@ -79,6 +79,6 @@ pub struct NotModified;
 #[derive(IntoResponses)]
 #[response(
     status = 410,
-    description = "`sync_reset_required`: the cursor is older than the deletions kept (`CHANGE_LOG_RETENTION_SECS`, `CHANGE_LOG_MAX_TOMBSTONES`) or newer than the change log (a restored database). The `error_type` is the hint: drop the local copy and sync again without `since`."
+    description = "`sync_reset_required`: the cursor is older than the deletions kept (`CHANGE_LOG_RETENTION_SECS`, `MAX_TOMBSTONES_PER_USER`) or newer than the change log (a restored database). The `error_type` is the hint: drop the local copy and sync again without `since`."
 )]
 pub struct SyncResetRequired(pub ErrorBody);

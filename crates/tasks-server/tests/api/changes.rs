@@ -538,6 +538,86 @@ async fn concurrent_writers_never_make_a_polling_reader_miss_a_change(backend: B
     }
 }
 
+/// The trap of sequences and timestamps, made deterministic on PostgreSQL: a
+/// write behind the service's back stays uncommitted while a later write of
+/// the same user arrives through the API. The later one must wait for the
+/// owner's row lock (a sequence would let it commit first, and a reader
+/// would move its cursor past the open one's version, missing it for good):
+/// the reader sees neither until the first commits, then both, in order.
+async fn an_open_transaction_holds_back_the_users_later_versions(backend: Backend) {
+    let app = Arc::new(TestApp::spawn(backend).await);
+    let alice = app.token("alice");
+    let a = app.create_ok(&alice, "a").await["id"].as_i64().unwrap();
+    let b = app.create_ok(&alice, "b").await["id"].as_i64().unwrap();
+    let mut reader = Replica::default();
+    reader.catch_up(&app, &alice, None).await;
+    let before = reader.cursor.clone();
+
+    let open = crate::helpers::connect_pg(&app.database_url).await;
+    open.batch_execute(&format!(
+        "BEGIN; UPDATE tasks SET title = 'behind the back' WHERE id = {a}"
+    ))
+    .await
+    .unwrap();
+    let toggle = {
+        let (app, alice) = (Arc::clone(&app), alice.clone());
+        tokio::spawn(async move { app.toggle(&alice, b).await.status().as_u16() })
+    };
+    // Until the toggle waits on the lock (pg_stat_activity says so).
+    let probe = crate::helpers::connect_pg(&crate::helpers::admin_url()).await;
+    let database = open
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    let mut waiting = false;
+    for _ in 0..400 {
+        let n: i64 = probe
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&database],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the toggle never waited for the owner's row lock");
+    let body = page(&app, &alice, before.as_deref(), None).await;
+    assert_eq!(
+        body["tasks"],
+        json!([]),
+        "nothing is visible while the first write is open"
+    );
+    assert_eq!(body["cursor"].as_str(), before.as_deref());
+
+    open.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(toggle.await.unwrap(), 200);
+    let body = page(&app, &alice, before.as_deref(), None).await;
+    let tasks = body["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{body}");
+    assert_eq!(
+        (tasks[0]["id"].as_i64(), tasks[1]["id"].as_i64()),
+        (Some(a), Some(b))
+    );
+    assert_eq!(tasks[0]["title"], "behind the back");
+    assert_eq!(tasks[1]["completed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_open_transaction_holds_back_the_users_later_versions() {
+    an_open_transaction_holds_back_the_users_later_versions(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_an_open_transaction_holds_back_the_users_later_versions() {
+    an_open_transaction_holds_back_the_users_later_versions(Backend::PgBouncer).await;
+}
+
 on_both_backends!(
     every_write_kind_appears_once_with_its_latest_state,
     pages_follow_the_cursor_until_has_more_is_false,

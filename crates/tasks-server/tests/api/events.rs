@@ -63,7 +63,7 @@ impl Sse {
     fn from_response(res: reqwest::Response) -> Self {
         let headers = res.headers();
         assert_eq!(headers["content-type"], "text/event-stream");
-        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["cache-control"], "no-store, no-transform");
         assert_eq!(headers["x-accel-buffering"], "no");
         Self {
             body: Box::pin(res.bytes_stream()),
