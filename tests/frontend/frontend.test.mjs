@@ -248,6 +248,8 @@ for (const mode of selected) {
                   for (const task of JSON.parse(e.data).tasks) window.liveTitles.push(task.title);
                 };
                 events.onerror = () => events.readyState === EventSource.CLOSED && reject(new Error("EventSource closed"));
+                // A proxy that buffers the stream would hold `ready` back: fail instead of waiting.
+                setTimeout(() => reject(new Error("no `ready` event within 15 s (is the stream buffered?)")), 15_000);
               }),
           );
           await addTask(page, "Seen in the other tab", "");
