@@ -31,6 +31,9 @@ pub const APPLICATION_NAME: &str = "tasks-server-listener";
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(10);
+/// A connection that lasted this long resets the backoff; one that fails
+/// sooner (a proxy that accepts and drops it) keeps backing off.
+const STABLE: Duration = Duration::from_secs(30);
 
 /// Parses the listener's URL; TCP keepalives every 30 s detect a peer that
 /// vanished without closing (a suspended Neon compute, a dropped NAT entry).
@@ -57,10 +60,14 @@ pub async fn run(target: PgTarget, hub: Arc<Hub>) {
     let mut shutdown = hub.shutdown_signal();
     let mut delay = FIRST_RETRY;
     loop {
+        let mut listening_since = None;
         let outcome = tokio::select! {
-            outcome = listen(&target, &hub, &mut delay) => outcome,
+            outcome = listen(&target, &hub, &mut listening_since) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        if listening_since.is_some_and(|since: tokio::time::Instant| since.elapsed() >= STABLE) {
+            delay = FIRST_RETRY;
+        }
         set_connected(false);
         match outcome {
             Ok(()) => tracing::warn!("change listener connection closed; reconnecting"),
@@ -81,7 +88,11 @@ pub async fn run(target: PgTarget, hub: Arc<Hub>) {
 
 /// One connection's life: connect, `LISTEN`, reconcile, then poke for each
 /// notification until the connection ends.
-async fn listen(target: &PgTarget, hub: &Hub, delay: &mut Duration) -> anyhow::Result<()> {
+async fn listen(
+    target: &PgTarget,
+    hub: &Hub,
+    listening_since: &mut Option<tokio::time::Instant>,
+) -> anyhow::Result<()> {
     let (client, mut connection) = target.config.connect(target.tls.clone()).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     // The connection must be driven while LISTEN runs.
@@ -98,7 +109,7 @@ async fn listen(target: &PgTarget, hub: &Hub, delay: &mut Duration) -> anyhow::R
             },
         }
     }
-    *delay = FIRST_RETRY;
+    *listening_since = Some(tokio::time::Instant::now());
     set_connected(true);
     tracing::info!(channel = CHANNEL, "change listener connected");
     // Anything committed while no listener was connected was not notified
