@@ -34,7 +34,8 @@ pub struct ChangePage {
     /// version order (a task appears once, at its latest version).
     pub tasks: Vec<Task>,
     /// Tasks deleted after `since` (tombstones). A task changed and then
-    /// deleted appears here only. Empty when `since` is 0.
+    /// deleted appears here only. A full sync (`since` = 0) leaves
+    /// tombstones out.
     pub deleted: Vec<TaskId>,
     /// The cursor to continue from: the highest version included, or the
     /// owner's current version when `has_more` is false (`since` itself

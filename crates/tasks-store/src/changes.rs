@@ -81,11 +81,18 @@ pub struct ChangeRetention {
     pub max_age: Duration,
     /// At most this many tombstones per owner; older ones are removed.
     pub max_tombstones: u32,
+    /// The cap is checked for owners who deleted a task within this long
+    /// (a few clean-up intervals: an owner goes past the cap only by
+    /// deleting, and is trimmed at the next round; one who then stops
+    /// deleting for longer than this while no round runs stays over the cap
+    /// by those deletions until their next one).
+    pub cap_window: Duration,
 }
 
 /// The head, the page and the purge mark in one statement: the aggregate
 /// row always exists (versions 0 for an owner who never wrote), joined with
-/// up to `$3` entries after `$2`. Tombstones are left out of a full sync
+/// up to `$3` entries after `$2` (taken in version order from the owner's
+/// index first, then joined with their tasks by primary key). Tombstones are left out of a full sync
 /// (`$2` = 0). A change whose task row is gone (a `TRUNCATE` behind the
 /// service's back fires no row trigger) is reported as a deletion.
 const PG_CHANGES: &str = "SELECT h.head, h.purged, p.version, p.deleted, p.task_id,
@@ -95,11 +102,11 @@ FROM (SELECT coalesce(max(version), 0) AS head, coalesce(max(purged_through), 0)
 LEFT JOIN (
     SELECT c.version, c.deleted, c.task_id, t.id, t.user_id, t.title, t.description,
            t.completed, t.created_at, t.updated_at
-    FROM task_changes c
-    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted
-    WHERE c.user_id = $1 AND c.version > $2 AND (NOT c.deleted OR $2 > 0)
-    ORDER BY c.version
-    LIMIT $3) p ON TRUE
+    FROM (SELECT version, deleted, task_id, user_id FROM task_changes
+          WHERE user_id = $1 AND version > $2 AND (NOT deleted OR $2 > 0)
+          ORDER BY version
+          LIMIT $3) c
+    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted) p ON TRUE
 ORDER BY p.version";
 
 const SQLITE_CHANGES: &str = "SELECT h.head, h.purged, p.version, p.deleted, p.task_id,
@@ -109,26 +116,30 @@ FROM (SELECT coalesce(max(version), 0) AS head, coalesce(max(purged_through), 0)
 LEFT JOIN (
     SELECT c.version, c.deleted, c.task_id, t.id, t.user_id, t.title, t.description,
            t.completed, t.created_at, t.updated_at
-    FROM task_changes c
-    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted
-    WHERE c.user_id = ?1 AND c.version > ?2 AND (NOT c.deleted OR ?2 > 0)
-    ORDER BY c.version
-    LIMIT ?3) p ON TRUE
+    FROM (SELECT version, deleted, task_id, user_id FROM task_changes
+          WHERE user_id = ?1 AND version > ?2 AND (NOT deleted OR ?2 > 0)
+          ORDER BY version
+          LIMIT ?3) c
+    LEFT JOIN tasks t ON t.id = c.task_id AND t.user_id = c.user_id AND NOT c.deleted) p ON TRUE
 ORDER BY p.version";
 
 /// The owners whose tombstones must go, and up to which version: the newest
 /// expired tombstone (older than `$1` seconds), and the newest tombstone
-/// beyond the `$2` most recent ones. At most `$3` owners a round.
+/// beyond the `$2` most recent ones. Only owners who deleted something in
+/// the last `$4` seconds can have gone past the cap since an earlier round,
+/// so only they are counted (one range of the tombstones' age index, then
+/// at most `$2` + 1 index entries each), not every owner's tombstones. At
+/// most `$3` owners a round.
 const PG_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM (
     SELECT user_id, max(version) AS through FROM task_changes
     WHERE deleted AND changed_at < now() - make_interval(secs => $1)
     GROUP BY user_id
     UNION ALL
-    SELECT o.user_id,
-           (SELECT t.version FROM task_changes t WHERE t.user_id = o.user_id AND t.deleted
+    SELECT r.user_id,
+           (SELECT t.version FROM task_changes t WHERE t.user_id = r.user_id AND t.deleted
             ORDER BY t.version DESC LIMIT 1 OFFSET $2) AS through
-    FROM (SELECT user_id FROM task_changes WHERE deleted
-          GROUP BY user_id HAVING count(*) > $2) o
+    FROM (SELECT DISTINCT user_id FROM task_changes
+          WHERE deleted AND changed_at >= now() - make_interval(secs => $4)) r
 ) x WHERE through IS NOT NULL GROUP BY user_id ORDER BY user_id LIMIT $3";
 
 const SQLITE_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM (
@@ -136,11 +147,11 @@ const SQLITE_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM
     WHERE deleted AND changed_at < strftime('%Y-%m-%d %H:%M:%f', 'now', ?1)
     GROUP BY user_id
     UNION ALL
-    SELECT o.user_id,
-           (SELECT t.version FROM task_changes t WHERE t.user_id = o.user_id AND t.deleted
+    SELECT r.user_id,
+           (SELECT t.version FROM task_changes t WHERE t.user_id = r.user_id AND t.deleted
             ORDER BY t.version DESC LIMIT 1 OFFSET ?2) AS through
-    FROM (SELECT user_id FROM task_changes WHERE deleted
-          GROUP BY user_id HAVING count(*) > ?2) o
+    FROM (SELECT DISTINCT user_id FROM task_changes
+          WHERE deleted AND changed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', ?4)) r
 ) x WHERE through IS NOT NULL GROUP BY user_id ORDER BY user_id LIMIT ?3";
 
 #[derive(diesel::QueryableByName)]
@@ -204,6 +215,7 @@ impl DieselTaskStore {
     ) -> Result<(u64, bool), RepoError> {
         let _timer = self.timer("purge_changes");
         let max_age = retention.max_age.as_secs_f64();
+        let window = retention.cap_window.as_secs_f64();
         let cap = i64::from(retention.max_tombstones);
         let targets: Vec<Target> = match &self.backend {
             Backend::Postgres { pool, tls } => with_conn!(@pg self, pool, tls, |conn| {
@@ -211,16 +223,19 @@ impl DieselTaskStore {
                     .bind::<Double, _>(max_age)
                     .bind::<BigInt, _>(cap)
                     .bind::<BigInt, _>(PURGE_OWNERS_PER_ROUND)
+                    .bind::<Double, _>(window)
                     .load::<Target>(conn)
                     .await
             })?,
             Backend::Sqlite(pool) => {
                 let age = format!("-{max_age:.3} seconds");
+                let window = format!("-{window:.3} seconds");
                 with_conn!(@sqlite self, pool, |conn| {
                     diesel::sql_query(SQLITE_PURGE_TARGETS)
                         .bind::<Text, _>(&age)
                         .bind::<BigInt, _>(cap)
                         .bind::<BigInt, _>(PURGE_OWNERS_PER_ROUND)
+                        .bind::<Text, _>(&window)
                         .load::<Target>(conn)
                         .await
                 })?

@@ -42,16 +42,19 @@ impl ChangeLogSettings {
         if !(1..=10_000_000).contains(&max_tombstones) {
             bail!("MAX_TOMBSTONES_PER_USER must be between 1 and 10000000 (got {max_tombstones})");
         }
+        let cleanup_interval = seconds(
+            "CHANGE_LOG_CLEANUP_INTERVAL",
+            raw.change_log_cleanup_interval.as_deref(),
+            60.0,
+        )?;
         Ok(Self {
             retention: ChangeRetention {
                 max_age: Duration::from_secs(retention_secs),
                 max_tombstones,
+                // Ten intervals: a few missed rounds still trim everyone.
+                cap_window: cleanup_interval * 10,
             },
-            cleanup_interval: seconds(
-                "CHANGE_LOG_CLEANUP_INTERVAL",
-                raw.change_log_cleanup_interval.as_deref(),
-                60.0,
-            )?,
+            cleanup_interval,
         })
     }
 }

@@ -608,6 +608,130 @@ async fn an_open_transaction_holds_back_the_users_later_versions(backend: Backen
     assert_eq!(tasks[1]["completed"], true);
 }
 
+/// A direct connection LISTENing on `tasks_changed`: its payloads, in
+/// delivery (commit) order.
+async fn listen(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use futures_util::StreamExt as _;
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                assert_eq!(n.channel(), "tasks_changed");
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    client.batch_execute("LISTEN tasks_changed").await.unwrap();
+    (client, rx)
+}
+
+/// Each committed change pokes `tasks_changed` with `<version> <owner>`,
+/// the version being the feed's cursor after it; a database can turn the
+/// pokes off (`tasks.notify_changes = 'off'`), and then none is sent.
+/// The live-updates listener parses exactly this payload.
+async fn writes_notify_version_and_owner_unless_turned_off(backend: Backend) {
+    let (db, url) = crate::helpers::TestDb::create(backend).await;
+    let db = Arc::new(db);
+    let app = TestApp::spawn_on(backend, Arc::clone(&db), &url, &[]).await;
+    let alice = app.token("alice");
+    let direct = match &*db {
+        crate::helpers::TestDb::Postgres { name } => {
+            let admin = crate::helpers::admin_url();
+            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+        }
+        crate::helpers::TestDb::Sqlite { .. } => unreachable!("PostgreSQL only"),
+    };
+    let (_listener, mut pokes) = listen(&direct).await;
+
+    let task = app.create_ok(&alice, "poke").await;
+    assert_eq!(app.toggle(&alice, &task["id"]).await.status(), 200);
+    assert_eq!(app.delete(&alice, &task["id"]).await.status(), 204);
+    let mut sync = Replica::default();
+    sync.catch_up(&app, &alice, None).await;
+    assert_eq!(sync.cursor.as_deref(), Some("3"));
+    for version in 1..=3 {
+        assert_eq!(pokes.recv().await.unwrap(), format!("{version} alice"));
+    }
+
+    // Off for the database: new sessions (a fresh instance's pool) send
+    // none. Behind PgBouncer the server connections outlive the instance and
+    // keep their settings (docs/OPERATIONS.md), so this part is direct only.
+    if backend == Backend::PgBouncer {
+        return;
+    }
+    let admin = crate::helpers::admin().await;
+    let name = direct.rsplit_once('/').unwrap().1;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET tasks.notify_changes = 'off'"
+        ))
+        .await
+        .unwrap();
+    app.stop().await;
+    let quiet = TestApp::spawn_on(backend, Arc::clone(&db), &url, &[]).await;
+    quiet.create_ok(&alice, "silent").await;
+    // A session that turns it back on: its poke is the next one delivered,
+    // so the silent create sent none (pokes arrive in commit order).
+    let session = crate::helpers::connect_pg(&direct).await;
+    session
+        .batch_execute(
+            "SET tasks.notify_changes = 'on'; INSERT INTO tasks (user_id, title) VALUES ('alice', 'loud')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(pokes.recv().await.unwrap(), "5 alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_notify_version_and_owner_unless_turned_off() {
+    writes_notify_version_and_owner_unless_turned_off(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_writes_notify_version_and_owner_unless_turned_off() {
+    writes_notify_version_and_owner_unless_turned_off(Backend::PgBouncer).await;
+}
+
+/// A database that had tasks before the change feed existed: the migration
+/// numbers each user's tasks by id, so a full sync is the list, and later
+/// changes continue from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_existing_tasks_are_backfilled_into_the_feed() {
+    let (db, url) = crate::helpers::TestDb::create(Backend::Postgres).await;
+    let old = crate::helpers::connect_pg(&url).await;
+    old.batch_execute(concat!(
+        include_str!("../../../../migrations/postgres/2026-11-25-000000_create_tasks/up.sql"),
+        include_str!("../../../../migrations/postgres/2026-12-01-000000_bounded_tasks/up.sql"),
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL,
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+         INSERT INTO __diesel_schema_migrations (version) VALUES ('20261125000000'), ('20261201000000');
+         INSERT INTO tasks (user_id, title) VALUES ('alice', 'a1'), ('bob', 'b1'), ('alice', 'a2');
+         INSERT INTO task_counts VALUES ('alice', 2), ('bob', 1);"
+    ))
+    .await
+    .unwrap();
+    let app = TestApp::spawn_on(Backend::Postgres, Arc::new(db), &url, &[]).await;
+    let alice = app.token("alice");
+    let mut sync = Replica::default();
+    sync.catch_up(&app, &alice, Some(1)).await;
+    assert_eq!(sync.state(), listed(&app, &alice).await);
+    assert_eq!(sync.state().len(), 2);
+    assert_eq!(sync.cursor.as_deref(), Some("2"));
+    let a3 = app.create_ok(&alice, "a3").await;
+    let body = page(&app, &alice, Some("2"), None).await;
+    assert_eq!(body["tasks"], json!([a3]));
+    assert_eq!(body["cursor"], "3");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_open_transaction_holds_back_the_users_later_versions() {
     an_open_transaction_holds_back_the_users_later_versions(Backend::Postgres).await;
