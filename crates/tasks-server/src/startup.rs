@@ -267,28 +267,29 @@ async fn stop_signal() {
     }
 }
 
-/// Where pokes for the event streams come from: on SQLite the repository
-/// itself pokes after each write; on PostgreSQL the triggers notify, and one
-/// listener per instance (spawned here) pokes, whichever instance wrote.
+/// Where pokes for the event streams come from: the repository pokes the
+/// hub after each write through this instance (all the writes there are on
+/// SQLite); on PostgreSQL the triggers also notify, and one listener per
+/// instance (spawned here) pokes for writes through every instance. Pokes
+/// coalesce, so a local write poked twice costs one log read.
 fn live_fan_out(
     settings: &Settings,
     store: Arc<DieselTaskStore>,
     hub: &Arc<Hub>,
 ) -> anyhow::Result<Arc<dyn tasks_ports::TaskRepository>> {
     use secrecy::ExposeSecret as _;
-    let Some(url) = &settings.live.direct_url else {
-        return Ok(Arc::new(Notifying {
-            inner: store,
-            hub: Arc::clone(hub),
-        }));
-    };
-    let target = listener::target(url.expose_secret(), settings.store.connect_timeout)?;
-    tracing::info!(
-        url = %tasks_store::redact_url(url.expose_secret()),
-        "live updates: listening for changes on a direct connection (DATABASE_DIRECT_URL)"
-    );
-    tokio::spawn(listener::run(target, Arc::clone(hub)));
-    Ok(store)
+    if let Some(url) = &settings.live.direct_url {
+        let target = listener::target(url.expose_secret(), settings.store.connect_timeout)?;
+        tracing::info!(
+            url = %tasks_store::redact_url(url.expose_secret()),
+            "live updates: listening for changes on a direct connection (DATABASE_DIRECT_URL)"
+        );
+        tokio::spawn(listener::run(target, Arc::clone(hub)));
+    }
+    Ok(Arc::new(Notifying {
+        inner: store,
+        hub: Arc::clone(hub),
+    }))
 }
 
 /// Aborts a background task when dropped.

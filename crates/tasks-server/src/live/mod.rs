@@ -9,8 +9,8 @@
 //! reads the log once.
 //!
 //! - [`hub`]: the in-process fan-out, keyed by owner, with the stream caps.
-//! - [`Notifying`]: on SQLite (one instance per file), pokes the hub after
-//!   every successful write.
+//! - [`Notifying`]: pokes the hub after every successful write through
+//!   this instance (on SQLite, one instance per file, that is every write).
 //! - [`listener`]: on PostgreSQL, one dedicated `LISTEN tasks_changed`
 //!   connection per instance turns the triggers' `pg_notify` into pokes, so
 //!   a write through any instance reaches the streams of every instance.

@@ -1,6 +1,8 @@
-//! The SQLite fan-out: a [`TaskRepository`] that pokes the hub after every
-//! write that took effect. One SQLite file serves one instance, so the
-//! instance's own writes are all the changes there are.
+//! The in-process fan-out: a [`TaskRepository`] that pokes the hub after
+//! every write through this instance that took effect. On SQLite (one
+//! instance per file) these are all the changes there are; on PostgreSQL
+//! the listener adds the writes of other instances, and these local pokes
+//! keep a single instance live even with `tasks.notify_changes = 'off'`.
 
 use std::sync::Arc;
 
