@@ -431,3 +431,29 @@ async fn a_stream_ends_when_its_session_is_revoked() {
     assert_eq!(expired.event, "expired", "{expired:?}");
     assert!(sse.next().await.is_none(), "the stream ended");
 }
+
+/// A `fetch`-based SSE client on the frontend's origin sends
+/// `Authorization` and `Last-Event-ID`: both pass the preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_allows_last_event_id() {
+    let app = spawn(Backend::Sqlite, &[]).await;
+    let res = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/tasks/events"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization,last-event-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let allowed = res.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("last-event-id"), "{allowed}");
+    assert!(allowed.contains("authorization"), "{allowed}");
+}
