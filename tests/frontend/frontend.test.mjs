@@ -226,6 +226,41 @@ for (const mode of selected) {
       }
     });
 
+    // Live updates (GET /api/tasks/events): a browser's EventSource cannot send an Authorization
+    // header, so only the cookie mode (same origin, through the rewrite) can use it as is.
+    it("a second tab of the same user receives a change live", { skip: mode !== "cookie" }, async () => {
+      const carol = await newUser(app);
+      try {
+        await explained(carol, [next, service], async () => {
+          const { page, context } = carol;
+          await signUp(carol, "Carol");
+          const second = await context.newPage();
+          await second.goto(page.url());
+          await listLoaded(second);
+          // The second tab subscribes with its cookies and waits for the stream's `ready` event.
+          await second.evaluate(
+            () =>
+              new Promise((resolve, reject) => {
+                window.liveTitles = [];
+                const events = new EventSource("/api/tasks/events");
+                events.addEventListener("ready", () => resolve());
+                events.onmessage = (e) => {
+                  for (const task of JSON.parse(e.data).tasks) window.liveTitles.push(task.title);
+                };
+                events.onerror = () => events.readyState === EventSource.CLOSED && reject(new Error("EventSource closed"));
+                // A proxy that buffers the stream would hold `ready` back: fail instead of waiting.
+                setTimeout(() => reject(new Error("no `ready` event within 15 s (is the stream buffered?)")), 15_000);
+              }),
+          );
+          await addTask(page, "Seen in the other tab", "");
+          await second.waitForFunction(() => window.liveTitles.includes("Seen in the other tab"), null, { timeout: 15_000 });
+          await checkTaskCalls(carol, mode);
+        });
+      } finally {
+        await carol.context.close();
+      }
+    });
+
     it("user B sees an empty list and gets 404 for A's task", async () => {
       assert.ok(aliceTaskPath, "user A's test produced a task");
       const bob = await newUser(app);

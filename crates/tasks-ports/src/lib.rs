@@ -220,6 +220,25 @@ pub trait TaskRepository: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Changes, RepoError>;
 
+    /// The owner's current version: the cursor that continues from now
+    /// (what a page with `has_more` false returns). The default pages
+    /// through [`TaskRepository::changes`]; adapters answer it with one
+    /// lookup.
+    async fn change_head(&self, owner: &OwnerId) -> Result<i64, RepoError> {
+        let mut version = 0;
+        loop {
+            match self.changes(owner, version, 1000).await? {
+                Changes::Page(page) if page.has_more => version = page.version,
+                Changes::Page(page) => return Ok(page.version),
+                Changes::Reset => {
+                    return Err(RepoError::Unexpected(anyhow::anyhow!(
+                        "the change log cannot continue from its own pages"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), RepoError>;
 }

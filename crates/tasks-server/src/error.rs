@@ -17,6 +17,9 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 /// Seconds a client should wait before retrying a request whose
 /// `Idempotency-Key` is still in flight.
 pub const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a client should wait before opening an event stream again after
+/// a 429 for too many open streams.
+pub const STREAMS_RETRY_AFTER_SECS: u64 = 10;
 
 /// The error envelope.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -80,6 +83,11 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("Too many requests; retry in {0} s")]
     RateLimited(u64),
+    /// `SSE_MAX_STREAMS_PER_USER` event streams of this user are open.
+    #[error(
+        "Too many open event streams for this user (at most {0} per instance); close one (another tab or device) or retry later"
+    )]
+    TooManyStreams(usize),
     /// A cookie-authenticated request refused by the CSRF rule.
     #[error("{0}")]
     Forbidden(String),
@@ -113,6 +121,7 @@ impl ApiError {
             Self::IdempotencyKeyLimitReached { .. } => "idempotency_key_limit_reached",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
+            Self::TooManyStreams(_) => "too_many_streams",
             Self::Forbidden(_) => "forbidden",
             Self::Unavailable(_) | Self::UnavailableBecause { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -171,7 +180,7 @@ impl ResponseError for ApiError {
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyLimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) | Self::UnavailableBecause { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -215,6 +224,12 @@ impl ResponseError for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        if let Self::TooManyStreams(_) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STREAMS_RETRY_AFTER_SECS),
+            );
         }
         let challenge = match self {
             Self::MissingToken(_) => Some("Bearer"),

@@ -53,9 +53,62 @@ impl FromRequest for Caller {
     }
 }
 
-enum Credential {
+/// What a request authenticated with, kept by an event stream to check it
+/// again while the stream is open.
+pub enum Credential {
     Bearer(String),
     Cookie(String),
+}
+
+impl Credential {
+    /// The request's credential, as [`Caller`] reads it.
+    ///
+    /// # Errors
+    /// As [`Caller`]'s: no or malformed credential, or the CSRF rule.
+    pub fn of(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
+        credential(req, state.cookie_auth.as_ref())
+    }
+
+    /// Verifies it again, through the same verifier (and its cache).
+    ///
+    /// # Errors
+    /// The verifier's refusal or unavailability.
+    pub async fn verify(
+        &self,
+        verifier: &dyn tasks_ports::TokenVerifier,
+    ) -> Result<OwnerId, tasks_ports::VerifyError> {
+        match self {
+            Self::Bearer(token) => verifier.verify(token).await,
+            Self::Cookie(value) => verifier.verify_cookie(value).await,
+        }
+    }
+
+    /// The `exp` of a bearer JWT, read from its payload without checking
+    /// the signature: only ever called on a token the verifier has just
+    /// accepted. `None` for opaque session tokens and cookies (their end is
+    /// found by verifying again).
+    #[must_use]
+    pub fn jwt_expiry(&self) -> Option<std::time::SystemTime> {
+        use base64::Engine as _;
+        let Self::Bearer(token) = self else {
+            return None;
+        };
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let exp = claims.get("exp")?.as_f64()?;
+        if !exp.is_finite() || exp < 0.0 {
+            return None;
+        }
+        std::time::UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp.min(1e12)))
+    }
 }
 
 /// The `Authorization` header when there is one (it always wins), else

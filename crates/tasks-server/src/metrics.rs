@@ -115,6 +115,18 @@ fn describe() {
         "auth_jwks_refreshes_total",
         "JWKS fetches, by outcome (ok, error)"
     );
+    describe_gauge!(
+        "sse_open_streams",
+        "Open GET /api/tasks/events streams on this instance (capped by SSE_MAX_STREAMS)"
+    );
+    describe_gauge!(
+        "sse_listener_connected",
+        "1 while the PostgreSQL change listener (DATABASE_DIRECT_URL) is connected and listening"
+    );
+    describe_counter!(
+        "sse_listener_reconnects_total",
+        "Times the PostgreSQL change listener lost its connection or failed to connect"
+    );
     describe_counter!(
         "rate_limit_rejections_total",
         "Requests refused with 429 by the per-user rate limit, by limiter (local, redis)"

@@ -18,6 +18,8 @@ use utoipa_actix_web::AppExt as _;
 use crate::cookie::CookieAuth;
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, BodyTimeout};
+use crate::live::stream::Live;
+use crate::live::{Hub, Notifying, listener};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
 use crate::ratelimit::{RateLimiter, RedisLimiter, UserRateLimit};
@@ -31,6 +33,8 @@ pub struct Application {
     server: Server,
     /// The `/metrics` listener's port and server, when `METRICS_PORT` is set.
     metrics: Option<(u16, Server)>,
+    /// The event streams' hub: ended at shutdown.
+    hub: Arc<Hub>,
     /// The change log's periodic clean-up, stopped with the server.
     cleanup: tokio::task::JoinHandle<()>,
 }
@@ -70,10 +74,20 @@ impl Application {
             .cookie_prefix
             .as_deref()
             .map(|prefix| CookieAuth::new(prefix, &settings.cors_origins));
-        let repo = Arc::clone(&store) as Arc<dyn tasks_ports::TaskRepository>;
+        let hub = Hub::new(
+            settings.live.max_streams,
+            settings.live.max_streams_per_user,
+        );
+        let repo = live_fan_out(&settings, Arc::clone(&store), &hub)?;
         crate::idempotency::spawn_cleanup(&repo, settings.idempotency_cleanup_interval);
         let state = web::Data::new(AppState {
             repo,
+            live: Live {
+                hub: Arc::clone(&hub),
+                heartbeat: settings.live.heartbeat,
+                reverify: settings.live.reverify,
+                retry: settings.live.retry,
+            },
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
             idempotency_key_ttl: settings.idempotency_key_ttl,
@@ -151,6 +165,7 @@ impl Application {
             port,
             server,
             metrics,
+            hub,
             cleanup,
         })
     }
@@ -178,19 +193,106 @@ impl Application {
     /// # Errors
     /// The server failed while running.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let _cleanup = AbortOnDrop(self.cleanup);
-        let Some((_, metrics)) = self.metrics else {
-            return self.server.await;
-        };
-        // The metrics server stops with the API server (it handles no
-        // signals itself), after the API's in-flight requests.
-        let metrics_handle = metrics.handle();
-        let metrics_task = tokio::spawn(metrics);
-        let result = self.server.await;
-        metrics_handle.stop(true).await;
-        let _ = metrics_task.await;
+        let Self {
+            server,
+            metrics,
+            hub,
+            cleanup,
+            ..
+        } = self;
+        let _cleanup = AbortOnDrop(cleanup);
+        // Event streams never finish by themselves: end them as soon as a
+        // stop signal arrives (actix reacts to the same signals and then
+        // waits for open responses), so they do not hold up shutdown.
+        let on_signal = Arc::clone(&hub);
+        let streams = tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!(
+                open = on_signal.open_streams(),
+                "stop signal: ending event streams"
+            );
+            on_signal.shutdown();
+        });
+        let result = serve(server, metrics).await;
+        streams.abort();
+        hub.shutdown();
         result
     }
+
+    /// The event streams' hub ([`Hub::shutdown`] ends every stream, as a
+    /// stop signal does, for embedders and tests that stop the server
+    /// through its handle).
+    #[must_use]
+    pub fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.hub)
+    }
+}
+
+async fn serve(server: Server, metrics: Option<(u16, Server)>) -> std::io::Result<()> {
+    let Some((_, metrics)) = metrics else {
+        return server.await;
+    };
+    // The metrics server stops with the API server (it handles no
+    // signals itself), after the API's in-flight requests.
+    let metrics_handle = metrics.handle();
+    let metrics_task = tokio::spawn(metrics);
+    let result = server.await;
+    metrics_handle.stop(true).await;
+    let _ = metrics_task.await;
+    result
+}
+
+/// SIGTERM, SIGINT or SIGQUIT (actix's own stop signals), or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut streams = Vec::new();
+        for kind in [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+        ] {
+            match signal(kind) {
+                Ok(s) => streams.push(s),
+                Err(e) => tracing::warn!(error = %e, "cannot watch a stop signal"),
+            }
+        }
+        if streams.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures_util::future::select_all(waits).await;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Where pokes for the event streams come from: the repository pokes the
+/// hub after each write through this instance (all the writes there are on
+/// SQLite); on PostgreSQL the triggers also notify, and one listener per
+/// instance (spawned here) pokes for writes through every instance. Pokes
+/// coalesce, so a local write poked twice costs one log read.
+fn live_fan_out(
+    settings: &Settings,
+    store: Arc<DieselTaskStore>,
+    hub: &Arc<Hub>,
+) -> anyhow::Result<Arc<dyn tasks_ports::TaskRepository>> {
+    use secrecy::ExposeSecret as _;
+    if let Some(url) = &settings.live.direct_url {
+        let target = listener::target(url.expose_secret(), settings.store.connect_timeout)?;
+        tracing::info!(
+            url = %tasks_store::redact_url(url.expose_secret()),
+            "live updates: listening for changes on a direct connection (DATABASE_DIRECT_URL)"
+        );
+        tokio::spawn(listener::run(target, Arc::clone(hub)));
+    }
+    Ok(Arc::new(Notifying {
+        inner: store,
+        hub: Arc::clone(hub),
+    }))
 }
 
 /// Aborts a background task when dropped.

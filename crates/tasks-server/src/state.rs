@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tasks_ports::{TaskRepository, TokenVerifier};
 
 use crate::cookie::CookieAuth;
+use crate::live::stream::Live;
 use crate::ratelimit::UserRateLimit;
 
 /// The two ports and the per-request limits, nothing else.
@@ -22,4 +23,6 @@ pub struct AppState {
     pub idempotency_max_keys_per_user: u32,
     /// Better Auth's session cookie is accepted (`AUTH_COOKIE=true`).
     pub cookie_auth: Option<CookieAuth>,
+    /// Live updates: the stream hub and its intervals.
+    pub live: Live,
 }

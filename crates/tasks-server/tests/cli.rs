@@ -182,6 +182,44 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success());
 }
 
+/// An open event stream never finishes by itself: SIGTERM must end it at
+/// once, so that shutdown is not held up for the whole `SHUTDOWN_TIMEOUT`
+/// (30 s here; `terminate` gives up after 10 s).
+#[tokio::test]
+async fn sigterm_ends_open_event_streams() {
+    use futures_util::StreamExt as _;
+    let dir = TempDir::new("sse_shutdown");
+    let mut cmd = command(&dir);
+    cmd.env("JWT_SECRET", "graceful-shutdown-secret-0123456789")
+        .env("SHUTDOWN_TIMEOUT", "30");
+    let mut server = Server::start(cmd);
+    let token = tasks_auth::issue_hs256(
+        b"graceful-shutdown-secret-0123456789",
+        "u",
+        60,
+        &tasks_auth::ClaimRules::default(),
+    )
+    .unwrap();
+    let res = reqwest::Client::new()
+        .get(server.url("/api/tasks/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"retry:"), "{first:?}");
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    // The stream ended (cleanly or by the connection closing).
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended with the server");
+}
+
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {

@@ -16,6 +16,7 @@ mod helpers;
 
 use std::collections::{BTreeSet, HashMap};
 
+use futures_util::StreamExt as _;
 use helpers::{Backend, TestApp};
 use openmetrics_parser::PrometheusValue;
 use openmetrics_parser::prometheus::parse_prometheus;
@@ -113,6 +114,15 @@ async fn metrics_after_a_few_requests_have_bounded_labels() {
     .await;
     let user = "metrics-user-7f3a";
     let token = app.token(user);
+    // One live-update stream, open while the metrics are scraped.
+    let stream = reqwest::Client::new()
+        .get(app.url("/api/tasks/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
     let task = app.create_ok(&token, "a secret title").await;
     let id = task["id"].as_i64().unwrap();
     assert_eq!(app.get(&token, id).await.status(), 200);
@@ -146,7 +156,21 @@ async fn metrics_after_a_few_requests_have_bounded_labels() {
     }
     assert!(limited > 0, "the rate limit never applied");
 
+    // The stream saw the update: the PostgreSQL listener is connected (a
+    // change arrives only through it, or its reconcile after connecting).
+    let mut seen = String::new();
+    while !seen.contains("another title") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .expect("the update reaches the stream")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
     let scrape = scrape(&app).await;
+    assert_eq!(count(&scrape, "sse_open_streams", &[]), 1.0);
+    assert_eq!(count(&scrape, "sse_listener_connected", &[]), 1.0);
 
     // Requests by route pattern, method and status class, with histograms.
     let created = [

@@ -318,6 +318,27 @@ impl TaskRepository for DieselTaskStore {
 
     #[tracing::instrument(
         level = "debug",
+        name = "db.change_head",
+        skip_all,
+        fields(backend = self.backend.name())
+    )]
+    async fn change_head(&self, owner: &OwnerId) -> Result<i64, RepoError> {
+        let _timer = self.timer("change_head");
+        // One index lookup (task_sync's primary key); 0 for an owner who
+        // never wrote.
+        let head: rows::Count = with_conn!(self, |conn| {
+            diesel::sql_query(
+                "SELECT coalesce(max(version), 0) AS n FROM task_sync WHERE user_id = $1",
+            )
+            .bind::<diesel::sql_types::Text, _>(owner.as_str())
+            .get_result(conn)
+            .await
+        })?;
+        Ok(head.n)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
         name = "db.ping",
         skip_all,
         fields(backend = self.backend.name())

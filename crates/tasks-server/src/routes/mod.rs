@@ -6,6 +6,7 @@
 //! endpoint".
 
 pub mod changes;
+pub mod events;
 pub mod health;
 pub mod listing;
 mod registry;
@@ -37,6 +38,7 @@ where
             .add(tasks::__path_create_task, tasks::create_task)
             // Before `/api/tasks/{id}`: actix matches in order.
             .add(changes::__path_list_changes, changes::list_changes)
+            .add(events::__path_task_events, events::task_events)
             .add(tasks::__path_get_task, tasks::get_task)
             .add(tasks::__path_update_task, tasks::update_task)
             .add(tasks::__path_patch_task, tasks::patch_task)

@@ -22,12 +22,14 @@ mod changes;
 mod database;
 mod fleet;
 mod http;
+mod live;
 mod logging;
 mod parse;
 
 pub use auth::{AuthSettings, DEV_SECRET_FILE};
 pub use changes::ChangeLogSettings;
 pub use fleet::{FleetSettings, MetricsListener, RedisLimit, Traces};
+pub use live::LiveSettings;
 pub use logging::LogFormat;
 
 use parse::non_empty;
@@ -100,6 +102,12 @@ struct Raw {
     otel_exporter_otlp_traces_protocol: Option<String>,
     otel_traces_exporter: Option<String>,
     otel_sdk_disabled: Option<String>,
+    database_direct_url: Option<String>,
+    sse_max_streams: Option<String>,
+    sse_max_streams_per_user: Option<String>,
+    sse_heartbeat_interval: Option<String>,
+    sse_reverify_interval: Option<String>,
+    sse_retry: Option<String>,
     change_log_retention_secs: Option<String>,
     max_tombstones_per_user: Option<String>,
     change_log_cleanup_interval: Option<String>,
@@ -149,6 +157,8 @@ pub struct Settings {
     pub rate_limit_max_keys: usize,
     /// Metrics, shared rate limits, traces (`settings/fleet.rs`).
     pub fleet: FleetSettings,
+    /// Live updates: stream limits and the listener's URL (`settings/live.rs`).
+    pub live: LiveSettings,
     /// The change feed's retention and clean-up (`settings/changes.rs`).
     pub change_log: ChangeLogSettings,
 }
@@ -229,6 +239,7 @@ impl Settings {
         let logging = logging::Logging::parse(&raw, production)?;
         let limits = http::Limits::parse(&raw)?;
         let fleet = FleetSettings::parse(&raw, limits.rate_limit_per_minute.is_some())?;
+        let live = LiveSettings::parse(&raw, &database.store.location)?;
         let change_log = ChangeLogSettings::parse(&raw)?;
         Ok(Self {
             production,
@@ -257,6 +268,7 @@ impl Settings {
             client_write_timeout: limits.client_write_timeout,
             rate_limit_max_keys: limits.rate_limit_max_keys,
             fleet,
+            live,
             change_log,
         })
     }

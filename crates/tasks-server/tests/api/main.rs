@@ -16,6 +16,7 @@ mod changes;
 mod conditional;
 mod cors;
 mod errors;
+mod events;
 mod frontends;
 mod idempotency;
 mod isolation;

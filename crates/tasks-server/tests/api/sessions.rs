@@ -21,7 +21,7 @@ const DRIZZLE_SNAKE_PLURAL: &str = r#"
         updated_at timestamp NOT NULL DEFAULT now(), ip_address text, user_agent text,
         user_id text NOT NULL REFERENCES users (id) ON DELETE CASCADE);"#;
 
-fn signed_cookie_value(raw: &str) -> String {
+pub(crate) fn signed_cookie_value(raw: &str) -> String {
     let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(raw.as_bytes());
     let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
