@@ -239,6 +239,18 @@ pub trait TaskRepository: Send + Sync + 'static {
         }
     }
 
+    /// Marks `owners` as watched by a live-update stream for `ttl` from
+    /// now (extending, never shortening, an earlier mark), in one
+    /// statement. Adapters whose writes announce changes to other instances
+    /// (PostgreSQL's `NOTIFY`) announce only the writes of watched owners;
+    /// every write that commits after this call returns is announced while
+    /// the mark lasts, and every earlier one is in the change log, so a
+    /// stream that calls this before its first read of the log misses
+    /// nothing. Adapters that announce nothing do nothing. No default: a
+    /// decorator must forward it.
+    async fn watch(&self, owners: &[OwnerId], ttl: std::time::Duration)
+    -> Result<(), RepoError>;
+
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), RepoError>;
 }

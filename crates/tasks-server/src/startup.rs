@@ -19,7 +19,7 @@ use crate::cookie::CookieAuth;
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, BodyTimeout};
 use crate::live::stream::Live;
-use crate::live::{Hub, Notifying, listener};
+use crate::live::{Hub, Notifying, listener, watch};
 use crate::middleware::{REQUEST_ID, request_context};
 use crate::openapi;
 use crate::ratelimit::{RateLimiter, RedisLimiter, UserRateLimit};
@@ -87,6 +87,11 @@ impl Application {
                 heartbeat: settings.live.heartbeat,
                 reverify: settings.live.reverify,
                 retry: settings.live.retry,
+                watch_ttl: settings
+                    .live
+                    .direct_url
+                    .is_some()
+                    .then_some(settings.live.watch_ttl),
             },
             verifier,
             max_tasks_per_user: settings.max_tasks_per_user,
@@ -272,8 +277,9 @@ async fn stop_signal() {
 
 /// Where pokes for the event streams come from: the repository pokes the
 /// hub after each write through this instance (all the writes there are on
-/// SQLite); on PostgreSQL the triggers also notify, and one listener per
-/// instance (spawned here) pokes for writes through every instance. Pokes
+/// SQLite); on PostgreSQL the triggers also notify for watched users, one
+/// listener per instance (spawned here) pokes for writes through every
+/// instance, and a task (spawned here) renews this instance's watched users. Pokes
 /// coalesce, so a local write poked twice costs one log read.
 fn live_fan_out(
     settings: &Settings,
@@ -289,10 +295,18 @@ fn live_fan_out(
         );
         tokio::spawn(listener::run(target, Arc::clone(hub)));
     }
-    Ok(Arc::new(Notifying {
+    let repo: Arc<dyn tasks_ports::TaskRepository> = Arc::new(Notifying {
         inner: store,
         hub: Arc::clone(hub),
-    }))
+    });
+    if settings.live.direct_url.is_some() {
+        tokio::spawn(watch::run(
+            Arc::clone(&repo),
+            Arc::clone(hub),
+            settings.live.watch_ttl,
+        ));
+    }
+    Ok(repo)
 }
 
 /// Aborts a background task when dropped.

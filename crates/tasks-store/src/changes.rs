@@ -43,11 +43,61 @@
 //! trigger writes only `task_sync` and `task_changes`, which no statement of
 //! the service touches otherwise. A transaction holding an owner's
 //! `task_sync` lock is always at the end of its one statement and waits for
-//! nothing another writer of that owner holds, so no lock cycle forms. The
-//! trigger sends `NOTIFY tasks_changed, '<version> <owner>'`, delivered at
-//! commit (never for a rolled-back write); behind a transaction-pooling
-//! PgBouncer that works as is (only `LISTEN` needs a session), and the
-//! trigger needs no session state.
+//! nothing another writer of that owner holds, so no lock cycle forms.
+//!
+//! # Who is notified (PostgreSQL)
+//!
+//! For live updates across instances the trigger sends
+//! `NOTIFY tasks_changed, '<version> <owner>'`, delivered at commit (never
+//! for a rolled-back write); behind a transaction-pooling PgBouncer that
+//! works as is (only `LISTEN` needs a session), and the trigger needs no
+//! session state. But a notifying commit takes a database-wide lock held
+//! through its WAL flush, so notifying commits no longer share flushes:
+//! 64 clients creating tasks went from about 4,300-5,300 commits/s to
+//! 330-420 (docs/OPERATIONS.md, "Change log"). So the trigger notifies
+//! only for an owner that some event stream watches: its `task_sync` row's
+//! `watched_until` is in the future (and `tasks.notify_changes` is not
+//! `off`). The upsert that bumps the version returns `watched_until` too,
+//! so this costs no extra lookup.
+//!
+//! A stream registers its owner before it reads its starting point from
+//! the log ([`DieselTaskStore::watch_here`], the port's `watch`):
+//!
+//! ```sql
+//! INSERT INTO task_sync (user_id, version, watched_until) VALUES ($1, 0, now() + ttl)
+//! ON CONFLICT (user_id) DO UPDATE
+//! SET watched_until = GREATEST(coalesce(task_sync.watched_until, '-infinity'), EXCLUDED.watched_until)
+//! ```
+//!
+//! which takes the owner's row lock, the lock every write of that owner
+//! takes in its trigger. So each write of the owner either
+//!
+//! - committed before the registration took the lock (a write holding the
+//!   lock when the registration arrives makes it wait for that commit):
+//!   the stream's first read of the log, made after the registration
+//!   returned, sees it; or
+//! - took the lock after the registration committed: its upsert
+//!   (`ON CONFLICT DO UPDATE` acts on the latest committed row version,
+//!   whatever the writer's snapshot) returns the new `watched_until`, which
+//!   is later than the writer's `now()` (its transaction's start, which
+//!   precedes its taking the lock) while the registration lasts, and it
+//!   notifies.
+//!
+//! Nothing falls between the two. While the stream is open its instance
+//! renews the registration every half TTL; if renewals stop for longer
+//! (an outage), the instance makes its streams read the log once a renewal
+//! succeeds again, which covers the writes that went unnotified meanwhile.
+//! An owner stays watched at most one TTL after its last stream closed
+//! (notifications nobody needs, harmless).
+//!
+//! The registration creates the row with version 0 for an owner who never
+//! wrote. Every reader treats it as the missing row it replaces: the head is
+//! 0 (`coalesce(max(version), 0)` either way), a cursor above 0 gets
+//! [`Changes::Reset`], the first write bumps it to 1 (`version + 1`), and
+//! the clean-up never picks the owner (its targets come from
+//! `task_changes`, where such an owner has no row; `tasks_purge_changes`
+//! returns 0 for `through` above the head). SQLite has no `watched_until`:
+//! nothing notifies there (one instance per file pokes its own streams).
 //!
 //! # Clean-up
 //!
@@ -62,7 +112,7 @@
 
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Double, Text};
+use diesel::sql_types::{Array, BigInt, Double, Text};
 use diesel_async::RunQueryDsl;
 use tasks_domain::{OwnerId, TaskId};
 use tasks_ports::{ChangePage, Changes, RepoError};
@@ -154,6 +204,23 @@ const SQLITE_PURGE_TARGETS: &str = "SELECT user_id, max(through) AS through FROM
           WHERE deleted AND changed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', ?4)) r
 ) x WHERE through IS NOT NULL GROUP BY user_id ORDER BY user_id LIMIT ?3";
 
+/// Registers owners as watched until `$2` seconds from now (see the module
+/// doc, "Who is notified"): one upsert of each owner's `task_sync` row (a
+/// version 0 row for an owner who never wrote), which never moves
+/// `watched_until` back. Owners are distinct (one statement may not update a
+/// row twice) and locked in one order, so two instances registering
+/// overlapping owners at once wait for each other instead of deadlocking.
+const PG_WATCH: &str = "INSERT INTO task_sync AS s (user_id, version, watched_until)
+SELECT DISTINCT o, 0::BIGINT, now() + make_interval(secs => $2)
+FROM unnest($1::TEXT[]) AS u(o)
+ORDER BY o
+ON CONFLICT (user_id) DO UPDATE
+SET watched_until = GREATEST(coalesce(s.watched_until, '-infinity'), EXCLUDED.watched_until)";
+
+/// Owners registered per statement at most (one statement for the default
+/// `SSE_MAX_STREAMS` of 1000).
+pub const WATCH_BATCH: usize = 1000;
+
 #[derive(diesel::QueryableByName)]
 struct Target {
     #[diesel(sql_type = Text)]
@@ -197,6 +264,34 @@ impl DieselTaskStore {
             .collect(),
         };
         page(rows, owner, since, limit)
+    }
+
+    /// The port's `watch`: on PostgreSQL one upsert per [`WATCH_BATCH`]
+    /// owners, on the primary; on SQLite nothing (nothing notifies there).
+    pub(crate) async fn watch_here(
+        &self,
+        owners: &[OwnerId],
+        ttl: Duration,
+    ) -> Result<(), RepoError> {
+        let Backend::Postgres { pool, tls } = &self.backend else {
+            return Ok(());
+        };
+        let _timer = self.timer("watch");
+        let seconds = ttl.as_secs_f64();
+        let mut owners: Vec<&str> = owners.iter().map(OwnerId::as_str).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for batch in owners.chunks(WATCH_BATCH) {
+            let batch = batch.to_vec();
+            with_conn!(@pg self, pool, tls, |conn| {
+                diesel::sql_query(PG_WATCH)
+                    .bind::<Array<Text>, _>(&batch)
+                    .bind::<Double, _>(seconds)
+                    .execute(conn)
+                    .await
+            })?;
+        }
+        Ok(())
     }
 
     /// One clean-up round: removes tombstones older than

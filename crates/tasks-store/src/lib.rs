@@ -18,8 +18,8 @@
 //!
 //! Each repository method runs in a `debug` span named after it (`db.list`,
 //! `db.get`, `db.create`, `db.create_idempotent`, `db.update`, `db.toggle`,
-//! `db.delete`, `db.ping`, `db.changes`, `db.purge_changes`,
-//! `db.purge_idempotency_keys`),
+//! `db.delete`, `db.ping`, `db.changes`, `db.change_head`, `db.watch`,
+//! `db.purge_changes`, `db.purge_idempotency_keys`),
 //! so database time (pool wait included) is a span of its own, apart from the
 //! handler's. Their fields are the backend, task ids, the status filter and
 //! the batch limit; never task text and never the owner (`skip_all`, then
@@ -51,7 +51,7 @@ use tasks_ports::{
     Changes, IdempotencyKey, IdempotentCreate, Precondition, RepoError, TaskRepository, Written,
 };
 
-pub use changes::{ChangeRetention, PURGE_OWNERS_PER_ROUND};
+pub use changes::{ChangeRetention, PURGE_OWNERS_PER_ROUND, WATCH_BATCH};
 pub use config::{DatabaseLocation, ReadReplicaConfig, StoreConfig, redact_url};
 pub use migrate::run_migrations;
 pub use pool::{DieselTaskStore, PoolStats};
@@ -335,6 +335,19 @@ impl TaskRepository for DieselTaskStore {
             .await
         })?;
         Ok(head.n)
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        name = "db.watch",
+        skip_all,
+        fields(backend = self.backend.name(), owners = owners.len())
+    )]
+    async fn watch(&self, owners: &[OwnerId], ttl: std::time::Duration) -> Result<(), RepoError> {
+        if owners.is_empty() {
+            return Ok(());
+        }
+        self.watch_here(owners, ttl).await
     }
 
     #[tracing::instrument(

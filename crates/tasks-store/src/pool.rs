@@ -161,7 +161,7 @@ impl Backend {
 }
 
 /// The repository's operations, as the `operation` label names them.
-const OPERATIONS: [&str; 11] = [
+const OPERATIONS: [&str; 13] = [
     "list",
     "get",
     "create",
@@ -173,6 +173,8 @@ const OPERATIONS: [&str; 11] = [
     "purge_changes",
     "create_idempotent",
     "purge_idempotency_keys",
+    "change_head",
+    "watch",
 ];
 
 /// The store's metrics, through the `metrics` facade: the store knows
@@ -181,7 +183,7 @@ const OPERATIONS: [&str; 11] = [
 /// no-ops, and a query pays no registry lookup either way.
 struct StoreMetrics {
     /// `db_query_duration_seconds{operation, backend}`, in `OPERATIONS` order.
-    durations: [metrics::Histogram; 11],
+    durations: [metrics::Histogram; 13],
     /// `db_query_timeouts_total{backend}`.
     timeouts: metrics::Counter,
 }

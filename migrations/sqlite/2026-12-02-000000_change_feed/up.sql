@@ -5,6 +5,9 @@
 -- session). SQLite runs one writer at a time, so the counter's bump is
 -- serialised by the database's write lock; see crates/tasks-store/src/changes.rs.
 -- changed_at is UTC text, 'YYYY-MM-DD HH:MM:SS.fff' (strftime's %f).
+-- Unlike PostgreSQL's, task_sync has no watched_until: nothing notifies on
+-- SQLite (one instance per file pokes its own streams in process), so no
+-- owner is ever registered as watched here.
 CREATE TABLE task_sync (
     user_id        TEXT    PRIMARY KEY NOT NULL,
     version        BIGINT  NOT NULL,

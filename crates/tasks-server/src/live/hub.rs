@@ -23,6 +23,7 @@ pub enum Refused {
 }
 
 struct UserEntry {
+    owner: OwnerId,
     pokes: watch::Sender<u64>,
     streams: usize,
 }
@@ -76,6 +77,7 @@ impl Hub {
             .users
             .entry(owner.as_str().to_owned())
             .or_insert_with(|| UserEntry {
+                owner: owner.clone(),
                 pokes: watch::Sender::new(0),
                 streams: 0,
             });
@@ -125,6 +127,20 @@ impl Hub {
     #[must_use]
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The owners with at least one open stream here (the users this
+    /// instance watches), sorted.
+    #[must_use]
+    pub fn owners(&self) -> Vec<OwnerId> {
+        let mut owners: Vec<OwnerId> = self
+            .lock()
+            .users
+            .values()
+            .map(|entry| entry.owner.clone())
+            .collect();
+        owners.sort_unstable();
+        owners
     }
 
     /// Streams open on this instance.
@@ -181,6 +197,7 @@ mod tests {
         assert_eq!(hub.subscribe(&owner("a")).err(), Some(Refused::PerUser(2)));
         let _b = hub.subscribe(&owner("b")).unwrap();
         assert_eq!(hub.subscribe(&owner("c")).err(), Some(Refused::Total(3)));
+        assert_eq!(hub.owners(), [owner("a"), owner("b")]);
         drop(a1);
         assert_eq!(hub.open_streams(), 2);
         let _a3 = hub.subscribe(&owner("a")).unwrap();
@@ -210,5 +227,6 @@ mod tests {
         drop(a);
         drop(b);
         assert!(hub.lock().users.is_empty(), "no entry outlives its streams");
+        assert!(hub.owners().is_empty());
     }
 }

@@ -14,6 +14,9 @@
 //! - [`listener`]: on PostgreSQL, one dedicated `LISTEN tasks_changed`
 //!   connection per instance turns the triggers' `pg_notify` into pokes, so
 //!   a write through any instance reaches the streams of every instance.
+//! - [`watch`]: on PostgreSQL the triggers notify only for users someone
+//!   watches; a stream registers its user, and each instance renews its
+//!   streams' users while they are open.
 //! - [`stream`]: one subscriber: replay from `Last-Event-ID`, then live,
 //!   heartbeats, credential expiry and re-verification, shutdown.
 
@@ -21,6 +24,7 @@ pub mod hub;
 pub mod listener;
 mod notifying;
 pub mod stream;
+pub mod watch;
 
 pub use hub::{Hub, Refused, Subscription};
 pub use notifying::Notifying;

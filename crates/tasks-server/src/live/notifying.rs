@@ -5,6 +5,7 @@
 //! keep a single instance live even with `tasks.notify_changes = 'off'`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tasks_domain::{NewTask, OwnerId, StatusFilter, Task, TaskId, TaskPatch};
@@ -130,5 +131,9 @@ impl TaskRepository for Notifying {
 
     async fn change_head(&self, owner: &OwnerId) -> Result<i64, RepoError> {
         self.inner.change_head(owner).await
+    }
+
+    async fn watch(&self, owners: &[OwnerId], ttl: Duration) -> Result<(), RepoError> {
+        self.inner.watch(owners, ttl).await
     }
 }

@@ -50,6 +50,10 @@ pub struct Live {
     pub reverify: Duration,
     /// `SSE_RETRY`.
     pub retry: Duration,
+    /// `SSE_WATCH_TTL` on PostgreSQL, where a stream registers its owner as
+    /// watched before its first read (see `super::watch`); `None` on
+    /// SQLite, where nothing notifies.
+    pub watch_ttl: Option<Duration>,
 }
 
 /// One open stream.
@@ -83,6 +87,12 @@ impl EventStream {
     /// outage is a 503 and not an empty stream. `since`: the client's
     /// cursor, if any.
     ///
+    /// On PostgreSQL the owner is first registered as watched: every write
+    /// committed before the registration is in the log read next, and
+    /// every later one notifies (the proof is in the store's `changes.rs`).
+    /// `subscription` is taken before, so no poke after the registration is
+    /// lost either.
+    ///
     /// # Errors
     /// The database is unavailable.
     pub async fn open(
@@ -115,6 +125,13 @@ impl EventStream {
             ended: false,
             expires,
         };
+        if let Some(ttl) = stream.state.live.watch_ttl {
+            stream
+                .state
+                .repo
+                .watch(std::slice::from_ref(&stream.owner), ttl)
+                .await?;
+        }
         match since {
             Some(since) => {
                 stream.cursor = since;

@@ -24,6 +24,10 @@ pub struct LiveSettings {
     pub reverify: Duration,
     /// `SSE_RETRY`: the reconnection delay sent to clients in `retry:`.
     pub retry: Duration,
+    /// `SSE_WATCH_TTL` (PostgreSQL only): how long a registration of a
+    /// user as watched lasts; while streams are open the instance renews
+    /// them every half of it (see `crate::live::watch`).
+    pub watch_ttl: Duration,
     /// `DATABASE_DIRECT_URL` (PostgreSQL only; default `DATABASE_URL`): the
     /// non-pooled connection that `LISTEN`s for changes. `None` on SQLite.
     pub direct_url: Option<SecretString>,
@@ -58,6 +62,13 @@ impl LiveSettings {
             (DatabaseLocation::Postgres(_), Some(url)) => Some(url.to_owned().into()),
             (DatabaseLocation::Postgres(url), None) => Some(url.clone().into()),
         };
+        let watch_ttl = seconds("SSE_WATCH_TTL", raw.sse_watch_ttl.as_deref(), 120.0)?;
+        if watch_ttl < Duration::from_secs(2) {
+            bail!(
+                "SSE_WATCH_TTL must be a number of seconds between 2 and 3600 (got {})",
+                watch_ttl.as_secs_f64()
+            );
+        }
         Ok(Self {
             max_streams,
             max_streams_per_user,
@@ -72,6 +83,7 @@ impl LiveSettings {
                 30.0,
             )?,
             retry: seconds("SSE_RETRY", raw.sse_retry.as_deref(), 3.0)?,
+            watch_ttl,
             direct_url,
         })
     }
@@ -92,6 +104,7 @@ mod tests {
         assert_eq!(s.live.max_streams, 1000);
         assert_eq!(s.live.max_streams_per_user, 8);
         assert_eq!(s.live.heartbeat, Duration::from_secs(20));
+        assert_eq!(s.live.watch_ttl, Duration::from_secs(120));
         assert!(s.live.direct_url.is_none());
         let s = Settings::from_pairs([("DATABASE_URL", "postgres://u:pw@pooler/db")]).unwrap();
         assert_eq!(
@@ -120,6 +133,8 @@ mod tests {
         );
         assert!(err(&[("SSE_HEARTBEAT_INTERVAL", "0")]).contains("SSE_HEARTBEAT_INTERVAL"));
         assert!(err(&[("SSE_REVERIFY_INTERVAL", "x")]).contains("SSE_REVERIFY_INTERVAL"));
+        assert!(err(&[("SSE_WATCH_TTL", "1")]).contains("SSE_WATCH_TTL"));
+        assert!(err(&[("SSE_WATCH_TTL", "3601")]).contains("SSE_WATCH_TTL"));
         assert!(err(&[("DATABASE_DIRECT_URL", "postgres://h/db")]).contains("DATABASE_DIRECT_URL"));
         assert!(
             err(&[

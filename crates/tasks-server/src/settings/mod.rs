@@ -108,6 +108,7 @@ struct Raw {
     sse_heartbeat_interval: Option<String>,
     sse_reverify_interval: Option<String>,
     sse_retry: Option<String>,
+    sse_watch_ttl: Option<String>,
     change_log_retention_secs: Option<String>,
     max_tombstones_per_user: Option<String>,
     change_log_cleanup_interval: Option<String>,
