@@ -248,8 +248,7 @@ pub trait TaskRepository: Send + Sync + 'static {
     /// stream that calls this before its first read of the log misses
     /// nothing. Adapters that announce nothing do nothing. No default: a
     /// decorator must forward it.
-    async fn watch(&self, owners: &[OwnerId], ttl: std::time::Duration)
-    -> Result<(), RepoError>;
+    async fn watch(&self, owners: &[OwnerId], ttl: std::time::Duration) -> Result<(), RepoError>;
 
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), RepoError>;

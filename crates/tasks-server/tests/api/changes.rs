@@ -610,7 +610,7 @@ async fn an_open_transaction_holds_back_the_users_later_versions(backend: Backen
 
 /// A direct connection LISTENing on `tasks_changed`: its payloads, in
 /// delivery (commit) order.
-async fn listen(
+pub(crate) async fn listen(
     url: &str,
 ) -> (
     tokio_postgres::Client,
@@ -634,23 +634,54 @@ async fn listen(
     (client, rx)
 }
 
-/// Each committed change pokes `tasks_changed` with `<version> <owner>`,
-/// the version being the feed's cursor after it; a database can turn the
-/// pokes off (`tasks.notify_changes = 'off'`), and then none is sent.
-/// The live-updates listener parses exactly this payload.
+/// The repository on the test's database, configured as the app's (through
+/// PgBouncer without prepared statements), for calling the port directly.
+fn store(backend: Backend, url: &str) -> tasks_store::DieselTaskStore {
+    let mut pairs = vec![("DATABASE_URL", url)];
+    if backend == Backend::PgBouncer {
+        pairs.push(("DATABASE_PREPARED_STATEMENTS", "false"));
+    }
+    let settings = tasks_server::Settings::from_pairs(pairs).unwrap();
+    tasks_store::DieselTaskStore::connect(&settings.store).unwrap()
+}
+
+/// Registers `users` as watched for ten minutes through the port.
+async fn watch(backend: Backend, url: &str, users: &[&str]) {
+    use tasks_ports::TaskRepository as _;
+    let owners: Vec<_> = users
+        .iter()
+        .map(|u| tasks_domain::OwnerId::parse(u).unwrap())
+        .collect();
+    let store = store(backend, url);
+    store
+        .watch(&owners, std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    store.close();
+}
+
+/// The direct (non-pooled) URL of a test database.
+fn direct_url(db: &crate::helpers::TestDb) -> String {
+    match db {
+        crate::helpers::TestDb::Postgres { name } => {
+            crate::helpers::with_database(&crate::helpers::admin_url(), name)
+        }
+        crate::helpers::TestDb::Sqlite { .. } => unreachable!("PostgreSQL only"),
+    }
+}
+
+/// Each committed change of a watched user pokes `tasks_changed` with
+/// `<version> <owner>`, the version being the feed's cursor after it; a
+/// database can turn the pokes off (`tasks.notify_changes = 'off'`), and
+/// then none is sent. The live-updates listener parses exactly this payload.
 async fn writes_notify_version_and_owner_unless_turned_off(backend: Backend) {
     let (db, url) = crate::helpers::TestDb::create(backend).await;
     let db = Arc::new(db);
     let app = TestApp::spawn_on(backend, Arc::clone(&db), &url, &[]).await;
     let alice = app.token("alice");
-    let direct = match &*db {
-        crate::helpers::TestDb::Postgres { name } => {
-            let admin = crate::helpers::admin_url();
-            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-        }
-        crate::helpers::TestDb::Sqlite { .. } => unreachable!("PostgreSQL only"),
-    };
+    let direct = direct_url(&db);
     let (_listener, mut pokes) = listen(&direct).await;
+    watch(backend, &url, &["alice"]).await;
 
     let task = app.create_ok(&alice, "poke").await;
     assert_eq!(app.toggle(&alice, &task["id"]).await.status(), 200);
@@ -670,6 +701,7 @@ async fn writes_notify_version_and_owner_unless_turned_off(backend: Backend) {
     }
     let admin = crate::helpers::admin().await;
     let name = direct.rsplit_once('/').unwrap().1;
+    let name = name.split('?').next().unwrap();
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {name} SET tasks.notify_changes = 'off'"
@@ -689,6 +721,94 @@ async fn writes_notify_version_and_owner_unless_turned_off(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(pokes.recv().await.unwrap(), "5 alice");
+}
+
+/// Only watched users' writes notify (a notifying commit serialises on a
+/// database-wide lock: unwatched writes must not pay for it). Notifications
+/// arrive in commit order, so "the first one received is the watched
+/// user's" proves that the unwatched writes before it sent none, without a
+/// timed wait. Registering a user who never wrote creates a version 0 row
+/// that the feed treats as no row at all; a shorter registration never
+/// shortens a longer one; the user's writes notify from their first.
+async fn only_watched_users_writes_notify(backend: Backend) {
+    let (db, url) = crate::helpers::TestDb::create(backend).await;
+    let direct = direct_url(&db);
+    let app = TestApp::spawn_on(backend, Arc::new(db), &url, &[]).await;
+    let (alice, bob, carol) = (app.token("alice"), app.token("bob"), app.token("carol"));
+    let (_listener, mut pokes) = listen(&direct).await;
+
+    // Nobody watches: creates, toggles, deletes and a write behind the
+    // service's back send nothing.
+    let task = app.create_ok(&bob, "unwatched").await;
+    assert_eq!(app.toggle(&bob, &task["id"]).await.status(), 200);
+    assert_eq!(app.delete(&bob, &task["id"]).await.status(), 204);
+    app.create_ok(&alice, "unwatched too").await;
+    let session = crate::helpers::connect_pg(&direct).await;
+    session
+        .batch_execute("INSERT INTO tasks (user_id, title) VALUES ('bob', 'psql')")
+        .await
+        .unwrap();
+
+    // alice and carol (who never wrote) are watched from here on; a
+    // duplicate in the list is harmless.
+    watch(backend, &url, &["carol", "alice", "carol"]).await;
+    let body = page(&app, &carol, None, None).await;
+    assert_eq!(
+        (body["tasks"].clone(), body["cursor"].clone()),
+        (json!([]), json!("0")),
+        "a registered user without writes has an empty feed at 0"
+    );
+    let res = changes(&app, &carol, Some("1"), None).await;
+    assert_error(res, 410, "sync_reset_required").await;
+
+    app.create_ok(&bob, "still unwatched").await;
+    app.create_ok(&alice, "watched").await;
+    assert_eq!(
+        pokes.recv().await.unwrap(),
+        "2 alice",
+        "bob's writes and alice's earlier one sent nothing"
+    );
+    app.create_ok(&carol, "first").await;
+    assert_eq!(pokes.recv().await.unwrap(), "1 carol");
+    assert_eq!(page(&app, &carol, Some("0"), None).await["cursor"], "1");
+
+    // A shorter registration (a zero TTL) leaves the longer one in place.
+    {
+        use tasks_ports::TaskRepository as _;
+        let store = store(backend, &url);
+        store
+            .watch(
+                &[tasks_domain::OwnerId::parse("alice").unwrap()],
+                std::time::Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        store.close();
+    }
+    app.create_ok(&bob, "unwatched again").await;
+    app.create_ok(&alice, "still watched").await;
+    assert_eq!(pokes.recv().await.unwrap(), "3 alice");
+
+    // A registration that ran out: nothing again.
+    session
+        .batch_execute(
+            "UPDATE task_sync SET watched_until = now() - interval '1 second' WHERE user_id = 'alice'",
+        )
+        .await
+        .unwrap();
+    app.create_ok(&alice, "expired").await;
+    app.create_ok(&carol, "second").await;
+    assert_eq!(pokes.recv().await.unwrap(), "2 carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_only_watched_users_writes_notify() {
+    only_watched_users_writes_notify(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_only_watched_users_writes_notify() {
+    only_watched_users_writes_notify(Backend::PgBouncer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -393,6 +393,105 @@ async fn changes_cross_instances_and_survive_listener_reconnects() {
     sse.changes_until(|p| has_task(p, "after")).await;
 }
 
+/// `task_sync.watched_until` of `user` as seconds since the epoch, and
+/// whether it is still in the future; `None` without a row or a value.
+async fn watched_until(db: &tokio_postgres::Client, user: &str) -> Option<(f64, bool)> {
+    db.query_opt(
+        "SELECT extract(epoch FROM watched_until)::float8, watched_until > now()
+         FROM task_sync WHERE user_id = $1 AND watched_until IS NOT NULL",
+        &[&user],
+    )
+    .await
+    .unwrap()
+    .map(|row| (row.get(0), row.get(1)))
+}
+
+/// Polls the database until `done` holds for `user`'s registration (at most
+/// `EVENT_TIMEOUT`, reached only when something is broken).
+async fn until_watch(
+    db: &tokio_postgres::Client,
+    user: &str,
+    what: &str,
+    done: impl Fn(Option<(f64, bool)>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while !done(watched_until(db, user).await) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PostgreSQL: the triggers notify only for users someone watches. A
+/// stream registers its user before its first read; its instance renews
+/// the registration while it is open (`SSE_WATCH_TTL` 2 s here, renewed
+/// every second), so writes through another instance keep arriving after
+/// the first registration ran out; once the stream closes the
+/// registration runs out and the user's writes notify no more (the next
+/// notification delivered is another, watched, user's: they arrive in
+/// commit order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_their_user_watched_until_they_close() {
+    let (db, url) = TestDb::create(Backend::Postgres).await;
+    let TestDb::Postgres { name } = &db else {
+        unreachable!()
+    };
+    let direct = with_database(&admin_url(), name);
+    let db = Arc::new(db);
+    let a = TestApp::spawn_on(Backend::Postgres, Arc::clone(&db), &url, &[]).await;
+    let b = TestApp::spawn_on(
+        Backend::Postgres,
+        Arc::clone(&db),
+        &url,
+        &[("SSE_WATCH_TTL", "2"), ("SSE_HEARTBEAT_INTERVAL", "0.5")],
+    )
+    .await;
+    let probe = crate::helpers::connect_pg(&direct).await;
+    let kate = a.token("kate");
+    assert_eq!(watched_until(&probe, "kate").await, None);
+
+    let (mut sse, _) = open_ready(&b, &kate).await;
+    let (first, live) = watched_until(&probe, "kate")
+        .await
+        .expect("registered when the stream opened");
+    assert!(live);
+    until_watch(&probe, "kate", "the registration was never renewed", |w| {
+        w.is_some_and(|(until, _)| until > first)
+    })
+    .await;
+    // Past the end of the first registration (database time).
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let past: bool = probe
+            .query_one("SELECT now() > to_timestamp($1)", &[&first])
+            .await
+            .unwrap()
+            .get(0);
+        if past {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.create_ok(&kate, "through A, later").await;
+    sse.changes_until(|p| has_task(p, "through A, later")).await;
+
+    drop(sse);
+    until_watch(
+        &probe,
+        "kate",
+        "the registration outlived the stream",
+        |w| w.is_some_and(|(_, live)| !live),
+    )
+    .await;
+    let (_listener, mut pokes) = crate::changes::listen(&direct).await;
+    a.create_ok(&kate, "nobody watches").await;
+    let liam = a.token("liam");
+    let (mut other, _) = open_ready(&b, &liam).await;
+    a.create_ok(&liam, "watched").await;
+    assert_eq!(pokes.recv().await.unwrap(), "1 liam");
+    other.changes_until(|p| has_task(p, "watched")).await;
+}
+
 /// A revoked session (Better Auth's sign-out deletes its row) ends the
 /// stream at the next re-verification; here through the session cookie, as
 /// a browser's `EventSource` sends it.
