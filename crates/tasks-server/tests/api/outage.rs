@@ -159,6 +159,17 @@ async fn database_outage_is_503_and_the_service_recovers() {
         .create(&token, &serde_json::json!({"title": "during"}))
         .await;
     assert_error(res, 503, "service_unavailable").await;
+    // A live-update stream registers its user as watched before anything
+    // else: that write fails like any other.
+    let res = app
+        .request(
+            reqwest::Method::GET,
+            "/api/tasks/events",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(res, 503, "service_unavailable").await;
     let res = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_error(res, 503, "service_unavailable").await;
     let res = app.client.get(app.url("/health")).send().await.unwrap();
@@ -177,6 +188,15 @@ async fn database_outage_is_503_and_the_service_recovers() {
         "the write acknowledged before is there; the failed one is not"
     );
     app.create_ok(&token, "written after the outage").await;
+    let res = app
+        .request(
+            reqwest::Method::GET,
+            "/api/tasks/events",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 200, "streams open again");
 }
 
 /// A keyed create during an outage is a 503 that is not remembered: the
