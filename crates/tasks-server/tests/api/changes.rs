@@ -799,6 +799,17 @@ async fn only_watched_users_writes_notify(backend: Backend) {
     app.create_ok(&alice, "expired").await;
     app.create_ok(&carol, "second").await;
     assert_eq!(pokes.recv().await.unwrap(), "2 carol");
+
+    // The clean-up's step renumbers live tasks: it notifies like a write,
+    // only a watched user (alice's 4 tasks move silently, carol's 2 loudly).
+    session
+        .batch_execute(
+            "SELECT tasks_purge_changes('alice', 4); SELECT tasks_purge_changes('carol', 2)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(pokes.recv().await.unwrap(), "4 carol");
+    assert_eq!(page(&app, &alice, Some("4"), None).await["cursor"], "8");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
