@@ -2,8 +2,9 @@
 //! `LISTEN`s on `tasks_changed` and pokes the hub for each notification.
 //!
 //! The triggers of the change log call `pg_notify('tasks_changed',
-//! '<version> <user_id>')` in the writing transaction, so a notification is
-//! delivered (once per transaction, at commit) to every instance's listener.
+//! '<version> <user_id>')` in the writing transaction of every user some
+//! stream watches (see [`super::watch`]), so a notification is delivered
+//! (once per transaction, at commit) to every instance's listener.
 //! It is only a hint: streams read the data from the log. When the
 //! connection is lost, notifications sent meanwhile are lost too; so after
 //! every (re)connection, once `LISTEN` is in effect, every stream of the
