@@ -42,10 +42,12 @@ fi
 if [ -z "${TASKS_BIN:-}" ]; then
     echo "bench: cargo build --release -p tasks-server" >&2
     cargo build --quiet --release --locked -p tasks-server >&2
+    export TASKS_BIN="${CARGO_TARGET_DIR:-target}/release/tasks-server"
 fi
 if [ -z "${BENCH_SQLITE_CEILING:-}" ]; then
     echo "bench: cargo build --release (bench/sqlite-ceiling)" >&2
-    cargo build --quiet --release --locked --manifest-path bench/sqlite-ceiling/Cargo.toml >&2
+    cargo build --quiet --release --locked --manifest-path bench/sqlite-ceiling/Cargo.toml \
+        --target-dir bench/sqlite-ceiling/target >&2
 fi
 
 # BENCH_REPEAT=N rounds (default 3, 1 with BENCH_QUICK) run inside bench.py,
