@@ -50,7 +50,25 @@ PAD = max(4, len(str(USERS)))
 DURATION = env_int("BENCH_DURATION", 3 if QUICK else 15)
 WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 3)
 CONNS = [int(c) for c in env_list("BENCH_CONNS", "64,256")]
-SCENARIOS = env_list("BENCH_SCENARIOS", "list,list+metrics,list+traces,get,mixed,create,list10k")
+SCENARIOS = env_list("BENCH_SCENARIOS",
+                     "health,list,list+metrics,list+traces,get,revalidate,mixed,create,list10k")
+# Each (backend, scenario, conns) runs REPEAT times, interleaved: every round
+# runs every backend and scenario once, and a ratio is the median of the
+# rounds' ratios (each measured side by side in one round).
+REPEAT = env_int("BENCH_REPEAT", 1 if QUICK else 3)
+# Cost growth: list latency and CPU per request for one user holding each of
+# these many tasks (users bench-growth-<n>), at GROWTH_CONNS connections.
+GROWTH_SIZES = [int(x) for x in env_list("BENCH_GROWTH", "10,100,1000,10000")]
+GROWTH_CONNS = env_int("BENCH_GROWTH_CONNS", 8)
+# BENCH_BIG=1: afterwards, load 100,000 users x 100 tasks (BIG_USERS x
+# BIG_TPU) more and run the growth table and `list` again on that database.
+BIG = os.environ.get("BENCH_BIG", "") not in ("", "0")
+BIG_USERS = env_int("BENCH_BIG_USERS", 100_000)
+BIG_TPU = env_int("BENCH_BIG_TASKS_PER_USER", 100)
+CEILING_BIN = Path(os.environ.get("BENCH_SQLITE_CEILING") or
+                   BENCH_DIR / "sqlite-ceiling" / "target" / "release" / "sqlite-ceiling")
+# Scenarios the SQLite ceiling program measures (the service's SQL, prepared).
+CEILING_SCENARIOS = {"list", "get", "create", "list10k"}
 # A scenario `BASE+VARIANT` runs BASE's load against a server with VARIANT
 # switched on (`list+metrics`: METRICS_PORT set, /metrics scraped once at the
 # end; `list+traces`: OTLP export to a sink in this process, which must have
@@ -77,6 +95,7 @@ JWT_SECRET = os.environ.get("BENCH_JWT_SECRET", "tasks-bench-secret-0123456789ab
 WRK_TIMEOUT = os.environ.get("BENCH_WRK_TIMEOUT", "5s")
 
 WRITE_SCENARIOS = {"mixed", "create"}
+GROWTH_USER = "bench-growth-{}"
 PGBENCH_SCRIPTS = {
     "list": [("list.sql", None)],
     "get": [("get.sql", None)],
@@ -129,8 +148,8 @@ def mint_jwt(sub: str, now: int) -> str:
     return f"{header}.{payload}.{b64url(sig)}"
 
 
-def write_lua_data(path: Path, owned: dict[str, str]) -> None:
-    """owned: user name -> 'id,id,...' (comma separated task ids)."""
+def write_lua_data(path: Path, owned: dict[str, str]) -> list[str]:
+    """owned: user name -> 'id,id,...' (comma separated task ids). Returns the users' tokens."""
     now = int(time.time())
     lines = ["return {", "users = {"]
     users = [user_name(i) for i in range(1, USERS + 1)]
@@ -142,8 +161,11 @@ def write_lua_data(path: Path, owned: dict[str, str]) -> None:
     lines += [f'"{mint_jwt(u, now)}",' for u in users]
     lines += ["},", "ids = {"]
     lines += [f'"{owned[u]}",' for u in users]
-    lines += ["},", f'hoarder_token = "{mint_jwt(HOARDER, now)}",', "}"]
+    lines += ["},", f'hoarder_token = "{mint_jwt(HOARDER, now)}",', "growth = {"]
+    lines += [f'["{n}"] = "{mint_jwt(GROWTH_USER.format(n), now)}",' for n in GROWTH_SIZES]
+    lines += ["},", "}"]
     path.write_text("\n".join(lines) + "\n")
+    return [mint_jwt(u, now) for u in users]
 
 
 def read_ticks(pid: int) -> int:
@@ -342,12 +364,14 @@ def check_variant(variant: str) -> None:
         raise RuntimeError(f"no OTLP export reached the sink on port {OTLP_PORT}")
 
 
-def run_wrk(scenario: str, conns: int, duration: int, lua_data: Path, out: Path) -> dict:
+def run_wrk(scenario: str, conns: int, duration: int, lua_data: Path, out: Path,
+            extra_env: dict | None = None) -> dict:
     scenario, _ = split_scenario(scenario)
     cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
            "--timeout", WRK_TIMEOUT, "--latency", "-s", str(BENCH_DIR / "lua" / f"{scenario}.lua"),
            f"http://{HOST}:{PORT}"]
-    env = dict(os.environ, BENCH_LUA_DIR=str(BENCH_DIR / "lua"), BENCH_LUA_DATA=str(lua_data))
+    env = dict(os.environ, BENCH_LUA_DIR=str(BENCH_DIR / "lua"), BENCH_LUA_DATA=str(lua_data),
+               **(extra_env or {}))
     p = run(cmd, env=env, timeout=duration + 60, check=False)
     out.write_text(f"$ {' '.join(cmd)}\n{p.stdout}\n--- stderr\n{p.stderr}")
     m = re.search(r"^BENCHJSON (\{.*\})$", p.stdout, re.M)
@@ -355,7 +379,40 @@ def run_wrk(scenario: str, conns: int, duration: int, lua_data: Path, out: Path)
         raise RuntimeError(f"wrk failed ({p.returncode}), see {out}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     r = json.loads(m.group(1))
     r["errors"] = r["err_status"] + r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+    if scenario == "revalidate":  # every answer must be a 304; a 200 is an error too
+        r["errors"] = sum(r["non2xx_by_status"].values()) + r["errors"] - r["err_status"]
     return r
+
+
+def run_ceiling(be, scenario: str, duration: int, out: Path) -> dict:
+    """SQLite's own speed for the scenario's SQL (bench/sqlite-ceiling), pinned to the
+    server's core, one thread per connection of the service's pool."""
+    threads = sqlite_pool_size()
+    cmd = ["taskset", "-c", SERVER_CPU, str(CEILING_BIN), str(be.db), scenario, str(threads),
+           str(duration), str(USERS), str(TPU), str(PAD), HOARDER]
+    p = run(cmd, timeout=duration + 60, check=False)
+    out.write_text(f"$ {' '.join(cmd)}\n{p.stdout}\n--- stderr\n{p.stderr}")
+    m = re.search(r"^CEILINGJSON (\{.*\})$", p.stdout, re.M)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"sqlite-ceiling failed ({p.returncode}), see {out}:\n{p.stderr[-2000:]}")
+    r = json.loads(m.group(1))
+    return {"tool": "sqlite-ceiling", "tps": r["rps"], "clients": threads, "rows": r["rows"]}
+
+
+def server_cores() -> int:
+    """CPUs in the server's taskset list (`0`, `0,1`, `0-3`)."""
+    n = 0
+    for part in SERVER_CPU.split(","):
+        a, _, b = part.partition("-")
+        n += (int(b) - int(a) + 1) if b else 1
+    return max(1, n)
+
+
+def sqlite_pool_size() -> int:
+    """The service's SQLite pool: DATABASE_POOL_SIZE, else 2 per core between 4 and 8."""
+    if os.environ.get("BENCH_POOL_SIZE"):
+        return int(os.environ["BENCH_POOL_SIZE"])
+    return min(8, max(4, 2 * server_cores()))
 
 
 _PG_CAP: int | None = None
@@ -404,6 +461,18 @@ def run_pgbench(scenario: str, clients: int, duration: int, out: Path) -> dict:
 # --------------------------------------------------------------------------- backends
 
 
+def growth_ranges() -> list[tuple[str, int, int]]:
+    """(user, first id, count) of the growth users, after the hoarder's ids."""
+    out, first = [], NTASKS + HOARD + 1
+    for n in GROWTH_SIZES:
+        out.append((GROWTH_USER.format(n), first, n))
+        first += n
+    return out
+
+
+SEEDED = NTASKS + HOARD + sum(GROWTH_SIZES)
+
+
 class PgBackend:
     name = "pg"
 
@@ -424,9 +493,17 @@ class PgBackend:
         log(f"pg: seeded {USERS} users x {TPU} tasks in {time.perf_counter() - t:.1f}s")
         rows = psql("SELECT user_id, string_agg(id::text, ',' ORDER BY id) FROM tasks "
                     "GROUP BY user_id ORDER BY user_id").splitlines()
-        write_lua_data(self.lua_data, dict(r.split("|", 1) for r in rows))
+        self.tokens = write_lua_data(self.lua_data, dict(r.split("|", 1) for r in rows))
 
     def seed(self) -> None:
+        growth = "\n".join(f"""
+INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+SELECT {first - 1} + g, '{user}', 'growth task ' || g,
+       'seeded description for task ' || g || ': lorem ipsum dolor sit amet, consectetur adipiscing',
+       g % 4 = 0,
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
+FROM generate_series(1, {n}) AS g;""" for user, first, n in growth_ranges())
         # One INSERT ... SELECT generate_series. Task ids are 1..N in user order, so the
         # owner of seeded task id is user (id - 1) / TPU + 1 (pgbench's get relies on it).
         psql(f"""
@@ -447,8 +524,9 @@ SELECT {NTASKS} + g, '{HOARDER}', 'hoarded task ' || g,
        timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
        timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
 FROM generate_series(1, {HOARD}) AS g;
+{growth}
 INSERT INTO task_counts (user_id, tasks) SELECT user_id, count(*) FROM tasks GROUP BY user_id;
-SELECT setval(pg_get_serial_sequence('tasks', 'id'), {NTASKS + HOARD});
+SELECT setval(pg_get_serial_sequence('tasks', 'id'), {SEEDED});
 VACUUM ANALYZE tasks;
 """)
         self.dirty = False
@@ -457,6 +535,26 @@ VACUUM ANALYZE tasks;
         if self.dirty:
             log("pg: resetting dataset")
             self.seed()
+
+    def seed_big(self) -> None:
+        """BIG_USERS x BIG_TPU more tasks (users bench-big-NNNNNN), one INSERT ... SELECT."""
+        n = BIG_USERS * BIG_TPU
+        psql(f"""
+INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+SELECT {SEEDED} + g,
+       'bench-big-' || lpad(((g - 1) / {BIG_TPU} + 1)::text, 6, '0'),
+       'big task ' || g,
+       'seeded description for task ' || g || ': lorem ipsum dolor sit amet, consectetur adipiscing',
+       g % 4 = 0,
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second',
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
+FROM generate_series(1, {n}) AS g;
+INSERT INTO task_counts (user_id, tasks)
+SELECT user_id, count(*) FROM tasks WHERE id > {SEEDED} GROUP BY user_id;
+SELECT setval(pg_get_serial_sequence('tasks', 'id'), {SEEDED + n});
+VACUUM ANALYZE tasks;
+""", timeout=7200)
+        self.dirty = True  # a later reset() reseeds the small dataset
 
     def close(self) -> None:
         self.server.stop()
@@ -516,6 +614,13 @@ class SqliteBackend:
                 ((NTASKS + g, HOARDER, f"hoarded task {g}",
                   f"seeded description for task {g}: lorem ipsum dolor sit amet, consectetur adipiscing",
                   int(g % 4 == 0), ts, ts) for g in range(1, HOARD + 1)))
+            for user, first, n in growth_ranges():
+                con.executemany(
+                    "INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ((first - 1 + g, user, f"growth task {g}",
+                      f"seeded description for task {g}: lorem ipsum dolor sit amet, consectetur adipiscing",
+                      int(g % 4 == 0), ts, ts) for g in range(1, n + 1)))
             con.commit()
             con.execute("ANALYZE")
             con.commit()
@@ -525,11 +630,36 @@ class SqliteBackend:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             con.close()
-        write_lua_data(self.lua_data, dict(rows))
+        self.tokens = write_lua_data(self.lua_data, dict(rows))
         self.pristine.mkdir()
         for f in self.data_dir.glob("tasks.db*"):
             shutil.copy2(f, self.pristine / f.name)
         self.dirty = False
+
+    def seed_big(self) -> None:
+        """BIG_USERS x BIG_TPU more tasks (users bench-big-NNNNNN), generated inside
+        SQLite (a recursive CTE) in chunks of 1M rows, checkpointing between chunks."""
+        n, chunk = BIG_USERS * BIG_TPU, 1_000_000
+        con = sqlite3.connect(self.db)
+        try:
+            ts = con.execute("SELECT created_at FROM tasks LIMIT 1").fetchone()[0]
+            con.execute("PRAGMA synchronous = OFF")
+            for lo in range(0, n, chunk):
+                hi = min(n, lo + chunk)
+                con.execute(f"""
+WITH RECURSIVE s(g) AS (SELECT {lo + 1} UNION ALL SELECT g + 1 FROM s WHERE g < {hi})
+INSERT INTO tasks (id, user_id, title, description, completed, created_at, updated_at)
+SELECT {SEEDED} + g, printf('bench-big-%06d', (g - 1) / {BIG_TPU} + 1), 'big task ' || g,
+       'seeded description for task ' || g || ': lorem ipsum dolor sit amet, consectetur adipiscing',
+       g % 4 = 0, ?1, ?1 FROM s""", (ts,))
+                con.commit()
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.execute("ANALYZE")
+            con.commit()
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+        self.dirty = True  # a later reset() restores the small dataset
 
     def reset(self) -> None:
         if not self.dirty:
@@ -628,8 +758,29 @@ def wait_idle() -> None:
         time.sleep(2)
 
 
-def measure_service(be, scenario: str, conns: int) -> dict:
-    tag = f"{be.name}-{scenario}-c{conns}"
+def write_etags(be) -> Path:
+    """Every user's current list ETag (GET /api/tasks), as a Lua file for revalidate.lua."""
+    path = RESULTS / f"etags-{be.name}.lua"
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    etags = []
+    try:
+        for token in be.tokens:
+            c.request("GET", "/api/tasks", headers={"Authorization": f"Bearer {token}"})
+            r = c.getresponse()
+            r.read()
+            etag = r.getheader("ETag")
+            if r.status != 200 or not etag:
+                raise RuntimeError(f"GET /api/tasks for the ETags -> {r.status}, ETag {etag!r}")
+            etags.append(etag)
+    finally:
+        c.close()
+    path.write_text("return {\n" + "".join(f"{json.dumps(e)},\n" for e in etags) + "}\n")
+    return path
+
+
+def measure_service(be, scenario: str, conns: int, tag: str | None = None,
+                    wrk_env: dict | None = None) -> dict:
+    tag = tag or f"{be.name}-{scenario}-c{conns}"
     base, variant = split_scenario(scenario)
     be.server.extra = variant_env(variant)
     be.reset()
@@ -641,15 +792,17 @@ def measure_service(be, scenario: str, conns: int) -> dict:
     be.server.start()
     try:
         pid = be.server.pid
+        if base == "revalidate":
+            wrk_env = dict(wrk_env or {}, BENCH_LUA_ETAGS=str(write_etags(be)))
         if WARMUP > 0:
-            run_wrk(scenario, conns, WARMUP, be.lua_data, RESULTS / f"wrk-{tag}-warmup.txt")
+            run_wrk(scenario, conns, WARMUP, be.lua_data, RESULTS / f"wrk-{tag}-warmup.txt", wrk_env)
         if base in WRITE_SCENARIOS:
             be.dirty = True
         sampler = RssSampler(pid)
         sampler.start()
         procs0 = proc_ticks()
         ticks0, busy0, wall0 = read_ticks(pid), machine_busy(), time.perf_counter()
-        r = run_wrk(scenario, conns, DURATION, be.lua_data, RESULTS / f"wrk-{tag}.txt")
+        r = run_wrk(scenario, conns, DURATION, be.lua_data, RESULTS / f"wrk-{tag}.txt", wrk_env)
         ticks1, busy1, wall1 = read_ticks(pid), machine_busy(), time.perf_counter()
         r["foreign_cpu_pct"], r["foreign_top"] = foreign_cpu_pct(procs0, proc_ticks(), wall1 - wall0)
         if r["foreign_cpu_pct"] > 10:
@@ -659,6 +812,8 @@ def measure_service(be, scenario: str, conns: int) -> dict:
         sampler.join()
         hwm = read_status_kb(pid, "VmHWM")
         r["cpu_pct"] = 100.0 * (ticks1 - ticks0) / CLK_TCK / (wall1 - wall0)
+        # Server CPU per request: cores busy / requests per second, in microseconds.
+        r["cpu_us_per_req"] = 1e4 * r["cpu_pct"] / r["rps"] if r["rps"] else None
         r["machine_busy_pct"] = 100.0 * (os.cpu_count() or 1) * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
         r["rss_peak_mb"] = max(hwm, sampler.peak_kb) / 1024.0
         r["vmhwm_mb"] = hwm / 1024.0
@@ -671,8 +826,8 @@ def measure_service(be, scenario: str, conns: int) -> dict:
     return r
 
 
-def measure_pgbench(be: PgBackend, scenario: str, conns: int) -> dict:
-    tag = f"pgbench-{scenario}-c{conns}"
+def measure_pgbench(be: PgBackend, scenario: str, conns: int, rnd: int = 0) -> dict:
+    tag = f"pgbench-{scenario}-c{conns}-r{rnd}"
     clients = min(conns, pg_client_cap())
     if scenario in WRITE_SCENARIOS:
         be.reset()  # start from the same dataset the service run started from
@@ -722,70 +877,146 @@ def fmt_errors(r: dict) -> str:
     return f"{n} ({', '.join(parts)})"
 
 
+def med(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def aggregate(row: dict, health: dict) -> None:
+    """Fills row["service"], row["ceiling"], row["ratio"] and row["health_ratio"] from
+    its rounds: each figure the median over the rounds, each ratio the median of the
+    rounds' ratios (both sides measured in the same round). `health` maps
+    (backend, conns, round) to the /health req/s of that round."""
+    runs = row["runs"]
+    svc = [r["service"] for r in runs]
+    agg = dict(svc[-1])
+    for key in ("rps", "p50_us", "p90_us", "p99_us", "cpu_pct", "cpu_us_per_req", "mean_us"):
+        agg[key] = med(s.get(key) for s in svc)
+    agg["rss_peak_mb"] = max(s["rss_peak_mb"] for s in svc)
+    agg["errors"] = sum(s["errors"] for s in svc)
+    if len(svc) > 1:
+        agg["non2xx_by_status"] = {}
+        for s in svc:
+            for k, v in s.get("non2xx_by_status", {}).items():
+                agg["non2xx_by_status"][k] = agg["non2xx_by_status"].get(k, 0) + v
+        for k in ("status", "connect", "read", "write", "timeout"):
+            agg["err_" + k] = sum(s["err_" + k] for s in svc)
+    row["service"] = agg
+    ceil = [r["ceiling"] for r in runs if r.get("ceiling")]
+    row["ceiling"] = None
+    if ceil:
+        row["ceiling"] = dict(ceil[-1], tps=med(c["tps"] for c in ceil))
+        row["ratio"] = med(r["service"]["rps"] / r["ceiling"]["tps"] for r in runs
+                           if r.get("ceiling") and r["ceiling"]["tps"])
+    hr = [r["service"]["rps"] / health[(row["backend"], row["conns"], r["round"])]
+          for r in runs if health.get((row["backend"], row["conns"], r["round"]))]
+    row["health_ratio"] = med(hr)
+
+
 def table(rows: list[dict]) -> str:
-    hdr = ["scenario", "backend", "conns", "req/s", "p50 ms", "p99 ms", "errors", "server CPU %",
-           "peak RSS MB", "pgbench tps", "service/pgbench"]
+    hdr = ["scenario", "backend", "conns", "req/s", "CPU us/req", "p50 ms", "p99 ms", "errors",
+           "server CPU %", "peak RSS MB", "of /health", "db ceiling", "service/ceiling"]
     out = ["| " + " | ".join(hdr) + " |", "|" + "|".join("---" for _ in hdr) + "|"]
     for row in rows:
-        s, pg = row["service"], row.get("pgbench")
-        pg_tps = ratio = "-"
-        if pg:
-            pg_tps = f"{pg['tps']:.0f}" + ("" if pg["clients"] == row["conns"] else f" (c={pg['clients']})")
-            ratio = f"{100 * s['rps'] / pg['tps']:.0f}%" if pg["tps"] else "-"
+        s, c = row["service"], row.get("ceiling")
+        c_tps = ratio = "-"
+        if c:
+            c_tps = f"{c['tps']:.0f} {c['tool']}" + ("" if c["clients"] == row["conns"] else f" (c={c['clients']})")
+            ratio = f"{100 * row['ratio']:.0f}%" if row.get("ratio") is not None else "-"
+        hr = row.get("health_ratio")
         out.append("| " + " | ".join([
             row["scenario"], row["backend"], str(row["conns"]), f"{s['rps']:.0f}",
+            "-" if s.get("cpu_us_per_req") is None else f"{s['cpu_us_per_req']:.0f}",
             fmt_ms(s["p50_us"]), fmt_ms(s["p99_us"]), fmt_errors(s), f"{s['cpu_pct']:.0f}",
-            f"{s['rss_peak_mb']:.1f}", pg_tps, ratio]) + " |")
+            f"{s['rss_peak_mb']:.1f}", "-" if hr is None or row["scenario"] == "health" else f"{100 * hr:.0f}%",
+            c_tps, ratio]) + " |")
+    return "\n".join(out)
+
+
+def growth_table(rows: list[dict]) -> str:
+    hdr = ["backend", "database", "tasks of the user", "req/s", "p50 ms", "p99 ms", "errors",
+           "CPU us/req", "CPU us/task"]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "|".join("---" for _ in hdr) + "|"]
+    for g in rows:
+        s = g["service"]
+        per = s.get("cpu_us_per_req")
+        out.append("| " + " | ".join([
+            g["backend"], g["database"], f"{g['size']:,}", f"{s['rps']:.0f}", fmt_ms(s["p50_us"]),
+            fmt_ms(s["p99_us"]), fmt_errors(s), "-" if per is None else f"{per:.0f}",
+            "-" if per is None else f"{per / g['size']:.2f}"]) + " |")
     return "\n".join(out)
 
 
 def variant_costs(rows: list[dict]) -> list[str]:
-    """Each `BASE+VARIANT` row's throughput as a ratio of BASE's, same backend and conns."""
-    by_key = {(r["scenario"], r["backend"], r["conns"]): r["service"] for r in rows}
+    """Each `BASE+VARIANT` row's throughput as a ratio of BASE's, same backend and conns
+    (median of the rounds' ratios), and revalidate's against list."""
+    by_key = {(r["scenario"], r["backend"], r["conns"]): r for r in rows}
     out = []
     for r in rows:
         base, variant = split_scenario(r["scenario"])
-        off = by_key.get((base, r["backend"], r["conns"]))
-        if not variant or not off or not off["rps"]:
+        if variant:
+            other = base
+        elif base == "revalidate":
+            other = "list"
+        else:
             continue
-        on = r["service"]
-        out.append(f"- {variant} on {base}/{r['backend']}/{r['conns']} conns: "
-                   f"{on['rps']:.0f} req/s on vs {off['rps']:.0f} off = {on['rps'] / off['rps']:.3f} "
-                   f"(p99 {fmt_ms(on['p99_us'])} vs {fmt_ms(off['p99_us'])} ms)")
+        off = by_key.get((other, r["backend"], r["conns"]))
+        if not off:
+            continue
+        ratio = med(a["service"]["rps"] / b["service"]["rps"]
+                    for a, b in zip(r["runs"], off["runs"]) if b["service"]["rps"])
+        if ratio is None:
+            continue
+        what = f"{variant} on {base}" if variant else "revalidate (304) vs list (200)"
+        out.append(f"- {what}/{r['backend']}/{r['conns']} conns: "
+                   f"{r['service']['rps']:.0f} req/s vs {off['service']['rps']:.0f} = {ratio:.3f} "
+                   f"(p99 {fmt_ms(r['service']['p99_us'])} vs {fmt_ms(off['service']['p99_us'])} ms)")
     return out
 
 
 def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
     """The targets from bench/README.md, one line each."""
     res = []
+    by_key = {(r["scenario"], r["backend"], r["conns"]): r for r in rows}
 
     def add(ok: bool, text: str) -> None:
         res.append(f"- [{'PASS' if ok else 'FAIL'}] {text}")
 
     for row in rows:
-        s, pg = row["service"], row.get("pgbench")
+        s = row["service"]
         name = f"{row['scenario']}/{row['backend']}/{row['conns']} conns"
-        if split_scenario(row["scenario"])[1]:
-            continue  # reported under "Cost of observability"
-        if row["scenario"] == "list10k":
-            # No target of its own: it shows what a 10,000-task list costs
-            # next to the database's one-statement read of the same rows.
+        if split_scenario(row["scenario"])[1] or row["scenario"] == "health":
+            continue  # reported under "Cost of observability" / the ceiling itself
+        if row["scenario"] in ("list10k", "revalidate"):
             add(s["errors"] == 0, f"{name}: {s['rps']:.0f} req/s, {s['errors']} errors (0)")
             continue
+        ratio = row.get("ratio") or 0.0
         if row["backend"] == "pg" and row["conns"] == 64:
-            ratio = s["rps"] / pg["tps"] if pg and pg["tps"] else 0.0
             add(ratio >= 0.70 and s["errors"] == 0,
                 f"{name}: {100 * ratio:.0f}% of pgbench (>= 70%), {s['errors']} errors (0)")
+            want = {"list": 0.85, "mixed": 0.80}.get(row["scenario"])
+            if want:
+                add(ratio >= want, f"{name}: {100 * ratio:.0f}% of pgbench (>= {100 * want:.0f}%, issue 11)")
         if row["conns"] == 256 and row["scenario"] in ("list", "get"):
             add(s["p99_us"] < 25000, f"{name}: p99 {fmt_ms(s['p99_us'])} ms (< 25 ms)")
+        if row["backend"] == "sqlite" and row["scenario"] == "list":
+            pg = by_key.get(("list", "pg", row["conns"]))
+            if pg:
+                x = med(a["service"]["rps"] / b["service"]["rps"] for a, b in zip(row["runs"], pg["runs"]))
+                add(x >= 1.5, f"{name}: {x:.2f}x the PostgreSQL path's list (>= 1.5x, issue 11)")
+        if row["backend"] == "sqlite" and row["scenario"] == "get" and row.get("health_ratio") is not None:
+            add(row["health_ratio"] >= 0.5,
+                f"{name}: {100 * row['health_ratio']:.0f}% of /health (>= 50%, issue 11)")
+        if row["backend"] == "sqlite" and row.get("ceiling"):
+            res.append(f"- [info] {name}: {100 * ratio:.0f}% of the SQLite ceiling")
     if rows:
         worst = max(rows, key=lambda r: r["service"]["rss_peak_mb"])
         add(worst["service"]["rss_peak_mb"] < 64,
             f"peak RSS, all runs: max {worst['service']['rss_peak_mb']:.1f} MB "
             f"({worst['scenario']}/{worst['backend']}/{worst['conns']} conns) (< 64 MB)")
     if cold:
-        med = statistics.median(cold) * 1000
-        add(med < 200, f"cold start on SQLite: median {med:.0f} ms (< 200 ms)")
+        m = statistics.median(cold) * 1000
+        add(m < 200, f"cold start on SQLite: median {m:.0f} ms (< 200 ms)")
     return res
 
 
@@ -795,6 +1026,10 @@ def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
 def preflight() -> None:
     if not TASKS_BIN.is_file() or not os.access(TASKS_BIN, os.X_OK):
         raise SystemExit(f"tasks-server binary not found: {TASKS_BIN} (build it or set TASKS_BIN)")
+    if "sqlite" in BACKENDS and CEILING_SCENARIOS & {split_scenario(s)[0] for s in SCENARIOS} \
+            and not os.access(CEILING_BIN, os.X_OK):
+        raise SystemExit(f"sqlite-ceiling not found: {CEILING_BIN} (bench/run.sh builds it, "
+                         "or set BENCH_SQLITE_CEILING)")
     for tool in ("wrk", "taskset", "pgbench", "psql"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found on PATH")
@@ -807,6 +1042,43 @@ def preflight() -> None:
             raise SystemExit(f"port {PORT} is already in use (set BENCH_PORT)")
 
 
+def measure_ceiling(be, scenario: str, conns: int, rnd: int, cache: dict) -> dict | None:
+    """The database's own speed for the scenario's SQL: pgbench on PostgreSQL (same
+    client count), sqlite-ceiling on SQLite (the pool's thread count, whatever the
+    connection count, so measured once per round and scenario)."""
+    base, variant = split_scenario(scenario)
+    if variant:
+        return None
+    if be.name == "pg":
+        if base not in PGBENCH_SCRIPTS:
+            return None
+        log(f"pg {scenario} c={conns}: pgbench")
+        r = measure_pgbench(be, base, conns, rnd)
+        r["tool"] = "pgbench"
+        return r
+    if base not in CEILING_SCENARIOS:
+        return None
+    if (rnd, base) not in cache:
+        log(f"sqlite {scenario}: sqlite-ceiling ({sqlite_pool_size()} threads)")
+        if base in WRITE_SCENARIOS:
+            be.reset()
+            be.dirty = True
+        wait_idle()
+        if WARMUP > 0:
+            run_ceiling(be, base, WARMUP, RESULTS / f"ceiling-{base}-r{rnd}-warmup.txt")
+        cache[(rnd, base)] = run_ceiling(be, base, DURATION, RESULTS / f"ceiling-{base}-r{rnd}.txt")
+    return cache[(rnd, base)]
+
+
+def measure_growth(be, database: str, rows: list[dict]) -> None:
+    for n in GROWTH_SIZES:
+        log(f"{be.name} growth: list of a {n}-task user, {database}, c={GROWTH_CONNS}")
+        s = measure_service(be, "growth", GROWTH_CONNS, tag=f"{be.name}-growth{n}-{database}",
+                            wrk_env={"BENCH_GROWTH_SIZE": str(n)})
+        log(f"  {s['rps']:.0f} req/s p50 {fmt_ms(s['p50_us'])} ms cpu/req {s['cpu_us_per_req'] or 0:.0f} us")
+        rows.append({"backend": be.name, "database": database, "size": n, "service": s})
+
+
 def main() -> int:
     preflight()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -814,100 +1086,165 @@ def main() -> int:
     meta = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": QUICK, "users": USERS,
         "tasks_per_user": TPU, "duration_s": DURATION, "warmup_s": WARMUP, "conns": CONNS,
-        "scenarios": SCENARIOS, "backends": BACKENDS, "tasks_bin": str(TASKS_BIN),
+        "scenarios": SCENARIOS, "backends": BACKENDS, "repeat": REPEAT, "tasks_bin": str(TASKS_BIN),
         "tasks_bin_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(binst.st_mtime)),
         "server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU,
         "workers": os.environ.get("BENCH_WORKERS", "(service default)"),
         "pool_size": os.environ.get("BENCH_POOL_SIZE", "(service default)"),
+        "sqlite_ceiling_threads": sqlite_pool_size(),
         "wrk": run(["wrk", "-v"], timeout=10, check=False).stdout.splitlines()[0:1],
         "pgbench": run(["pgbench", "--version"], timeout=10).stdout.strip(),
     }
     log(f"results -> {RESULTS}")
-    log(f"{USERS} users x {TPU} tasks, {WARMUP}s warm-up + {DURATION}s per run, conns {CONNS}")
-    rows: list[dict] = []
+    log(f"{USERS} users x {TPU} tasks, {WARMUP}s warm-up + {DURATION}s per run, conns {CONNS}, "
+        f"{REPEAT} interleaved round(s)")
+    rows: dict[tuple, dict] = {}
+    growth: list[dict] = []
+    health: dict[tuple, float] = {}
     cold: list[float] | None = None
-    backends = {"pg": PgBackend, "sqlite": SqliteBackend}
+    classes = {"pg": PgBackend, "sqlite": SqliteBackend}
     interrupted = False
     failures: list[str] = []
-    for bname in BACKENDS:
-        be = backends[bname]()
-        try:
-            be.prepare()
-            if bname == "sqlite" and COLDSTART_RUNS > 0:
-                cold = cold_start(be)
-                log("sqlite cold start (spawn -> first 200 /ready), ms: " +
-                    ", ".join(f"{t * 1000:.1f}" for t in cold))
-            for scenario in SCENARIOS:
-                for conns in CONNS:
-                    log(f"{bname} {scenario} c={conns}: service (wrk)")
-                    row = {"scenario": scenario, "backend": bname, "conns": conns,
-                           "service": measure_service(be, scenario, conns)}
-                    s = row["service"]
-                    log(f"  {s['rps']:.0f} req/s p50 {fmt_ms(s['p50_us'])} ms p99 {fmt_ms(s['p99_us'])} ms "
-                        f"errors {s['errors']} cpu {s['cpu_pct']:.0f}% rss {s['rss_peak_mb']:.1f} MB")
-                    if bname == "pg" and not split_scenario(scenario)[1]:
-                        log(f"{bname} {scenario} c={conns}: pgbench")
-                        row["pgbench"] = measure_pgbench(be, scenario, conns)
-                        log(f"  pgbench {row['pgbench']['tps']:.0f} tps (clients {row['pgbench']['clients']})")
-                    rows.append(row)
-                    (RESULTS / "summary.json").write_text(json.dumps(
-                        {"meta": meta, "rows": rows, "cold_start_s": cold}, indent=1))
-        except KeyboardInterrupt:
-            interrupted = True
-        except Exception as e:  # report what was measured, then fail
-            failures.append(f"{bname}: {e}")
-            log(f"ERROR in backend {bname}: {e}")
-        finally:
-            be.close()
-        if interrupted:
-            break
+    bes = []
 
+    def save() -> None:
+        (RESULTS / "summary.json").write_text(json.dumps(
+            {"meta": meta, "rows": list(rows.values()), "growth": growth, "cold_start_s": cold},
+            indent=1, default=str))
+
+    try:
+        for bname in BACKENDS:
+            be = classes[bname]()
+            bes.append(be)
+            try:
+                t = time.perf_counter()
+                be.prepare()
+                log(f"{bname}: prepared in {time.perf_counter() - t:.1f}s")
+                if bname == "sqlite" and COLDSTART_RUNS > 0:
+                    cold = cold_start(be)
+                    log("sqlite cold start (spawn -> first 200 /ready), ms: " +
+                        ", ".join(f"{t * 1000:.1f}" for t in cold))
+            except Exception as e:
+                failures.append(f"{bname}: {e}")
+                log(f"ERROR preparing backend {bname}: {e}")
+                bes.pop().close()
+        # Rounds: every backend, scenario and connection count once per round, so
+        # that each ratio pairs figures measured minutes apart at most.
+        for rnd in range(REPEAT):
+            cache: dict = {}
+            for be in bes:
+                try:
+                    for scenario in SCENARIOS:
+                        for conns in CONNS:
+                            log(f"round {rnd + 1}/{REPEAT}: {be.name} {scenario} c={conns}: service (wrk)")
+                            run_ = {"round": rnd, "service": measure_service(
+                                be, scenario, conns, tag=f"{be.name}-{scenario}-c{conns}-r{rnd}")}
+                            s = run_["service"]
+                            log(f"  {s['rps']:.0f} req/s p50 {fmt_ms(s['p50_us'])} ms p99 {fmt_ms(s['p99_us'])} ms "
+                                f"errors {s['errors']} cpu {s['cpu_pct']:.0f}% rss {s['rss_peak_mb']:.1f} MB")
+                            if scenario == "health":
+                                health[(be.name, conns, rnd)] = s["rps"]
+                            c = measure_ceiling(be, scenario, conns, rnd, cache)
+                            if c:
+                                run_["ceiling"] = c
+                                log(f"  {c['tool']} {c['tps']:.0f}/s (clients {c['clients']})")
+                            rows.setdefault((scenario, be.name, conns), {
+                                "scenario": scenario, "backend": be.name, "conns": conns, "runs": []
+                            })["runs"].append(run_)
+                            save()
+                    if rnd == REPEAT - 1 and GROWTH_SIZES:
+                        be.reset()
+                        measure_growth(be, f"{USERS:,} x {TPU}", growth)
+                        save()
+                except Exception as e:  # report what was measured, then fail
+                    failures.append(f"{be.name}: {e}")
+                    log(f"ERROR in backend {be.name}: {e}")
+        if BIG:
+            for be in bes:
+                try:
+                    be.reset()
+                    t = time.perf_counter()
+                    log(f"{be.name}: loading {BIG_USERS:,} x {BIG_TPU} tasks (BENCH_BIG)")
+                    be.seed_big()
+                    took = time.perf_counter() - t
+                    log(f"{be.name}: big database loaded in {took:.0f}s")
+                    meta[f"big_load_s_{be.name}"] = round(took)
+                    label = f"{BIG_USERS:,} x {BIG_TPU} more"
+                    if GROWTH_SIZES:
+                        measure_growth(be, label, growth)
+                    for conns in CONNS:
+                        s = measure_service(be, "list", conns, tag=f"{be.name}-list-big-c{conns}")
+                        growth.append({"backend": be.name, "database": label, "size": TPU,
+                                       "scenario": f"list, random of the {USERS:,} users, c={conns}",
+                                       "service": s})
+                    save()
+                except Exception as e:
+                    failures.append(f"{be.name} (big): {e}")
+                    log(f"ERROR in backend {be.name} (big): {e}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        for be in bes:
+            be.close()
+
+    for row in rows.values():
+        aggregate(row, health)
+    rows_l = list(rows.values())
+    save()
     lines = [
         f"## tasks-server benchmark ({'QUICK, ' if QUICK else ''}{USERS} users x {TPU} tasks, "
-        f"{WARMUP}s warm-up + {DURATION}s per run)",
+        f"{WARMUP}s warm-up + {DURATION}s per run, median of {REPEAT} interleaved round(s))",
         "",
         f"wrk pinned to CPU {CLIENT_CPU} (`taskset -c {CLIENT_CPU} wrk -t1`), tasks-server pinned to CPU "
         f"{SERVER_CPU} (`taskset -c {SERVER_CPU}`), pgbench pinned to CPU {CLIENT_CPU} "
-        f"(`pgbench -M prepared -j1`); PostgreSQL's own processes are not pinned. "
-        f"Workers: {meta['workers']}, pool: {meta['pool_size']}.",
+        f"(`pgbench -M prepared -j1`), sqlite-ceiling pinned to CPU {SERVER_CPU} with "
+        f"{sqlite_pool_size()} threads (the service's SQLite pool); PostgreSQL's own processes are not "
+        f"pinned. Workers: {meta['workers']}, pool: {meta['pool_size']}. CPU us/req = server CPU time "
+        f"per request; of /health = req/s as a share of /health's, same backend, conns and round.",
         "",
-        table(rows),
+        table(rows_l),
         "",
     ]
+    if growth:
+        lines += [f"Cost growth: `GET /api/tasks` of one user holding N tasks, {GROWTH_CONNS} connections"
+                  + (" (last rows: the big database)" if BIG else ""), "", growth_table(growth), ""]
+        for b in bes:
+            if meta.get(f"big_load_s_{b.name}"):
+                lines.append(f"Big database load ({b.name}): {meta[f'big_load_s_{b.name}']} s")
+        lines.append("")
     if cold:
         lines.append(f"Cold start on SQLite (spawn -> first 200 on /ready), median of {len(cold)}: "
                      f"{statistics.median(cold) * 1000:.0f} ms "
                      f"(runs: {', '.join(f'{t * 1000:.0f}' for t in cold)} ms)")
         lines.append("")
-    capped = sorted({(r["conns"], r["pgbench"]["clients"]) for r in rows
-                     if r.get("pgbench") and r["pgbench"]["clients"] != r["conns"]})
+    capped = sorted({(r["conns"], r["ceiling"]["clients"]) for r in rows_l
+                     if r.get("ceiling") and r["ceiling"]["tool"] == "pgbench"
+                     and r["ceiling"]["clients"] != r["conns"]})
     if capped:
         lines.append("pgbench clients capped by PostgreSQL max_connections: " +
                      ", ".join(f"{a} -> {b}" for a, b in capped) + " (shown as c=N).")
         lines.append("")
-    noisy = [f"{r['scenario']}/{r['backend']}/{r['conns']}" for r in rows
-             if r["service"].get("background_busy_pct", 0) > 10 or r["service"].get("other_builds")
-             or r["service"].get("foreign_cpu_pct", 0) > 10
-             or (r.get("pgbench") or {}).get("foreign_cpu_pct", 0) > 10]
+    noisy = sorted({f"{r['scenario']}/{r['backend']}/{r['conns']}" for r in rows_l for x in r["runs"]
+                    if x["service"].get("background_busy_pct", 0) > 10 or x["service"].get("other_builds")
+                    or x["service"].get("foreign_cpu_pct", 0) > 10
+                    or (x.get("ceiling") or {}).get("foreign_cpu_pct", 0) > 10})
     if noisy:
         lines.append(f"WARNING: other work was using the CPU (>10% before or during the run, or a "
                      f"build running) for: {', '.join(noisy)}; those numbers are noisy.")
         lines.append("")
-    costs = variant_costs(rows)
+    costs = variant_costs(rows_l)
     if costs:
-        lines.append("Cost of observability (throughput on / off, same run):")
+        lines.append("Throughput ratios, same backend, conns and round (median of the rounds):")
         lines += costs
         lines.append("")
     lines.append("Targets:")
-    lines += checks(rows, cold)
+    lines += checks(rows_l, cold)
     lines.append("")
     for f in failures:
         lines.append(f"ERROR: {f.splitlines()[0]}")
     lines.append(f"Raw outputs: {RESULTS}")
     report = "\n".join(lines)
     (RESULTS / "summary.md").write_text(report + "\n")
-    (RESULTS / "summary.json").write_text(json.dumps({"meta": meta, "rows": rows, "cold_start_s": cold},
-                                                     indent=1))
     print(report)
     return 130 if interrupted else (1 if failures else 0)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark tasks-server against PostgreSQL's own speed (pgbench) and on SQLite.
-# Usage: bench/run.sh            (full: 1,000 users x 100 tasks, 3 s warm-up + 15 s runs)
-#        BENCH_QUICK=1 bench/run.sh   (smoke: 100 users x 10 tasks, 1 s + 3 s runs)
+# Usage: bench/run.sh            (full: 1,000 users x 100 tasks, 3 s warm-up + 15 s runs, 3 rounds)
+#        BENCH_QUICK=1 bench/run.sh   (smoke: 100 users x 10 tasks, 1 s + 3 s runs, 1 round)
+#        BENCH_BIG=1 bench/run.sh     (also loads 100,000 users x 100 tasks and measures on it)
 # See bench/README.md for what is measured and every BENCH_* variable.
 set -euo pipefail
 
@@ -36,18 +37,22 @@ if ! command -v pgbench >/dev/null; then
     fi
 fi
 
-# BENCH_REPEAT=N: N full runs, then the median table (bench/median.py).
-repeat="${BENCH_REPEAT:-1}"
-dirs=()
-for i in $(seq 1 "$repeat"); do
-    dir="bench/results/$(date +%Y%m%d-%H%M%S)-run$i"
-    BENCH_RESULTS_DIR="$dir" python3 bench/bench.py "$@"
-    dirs+=("$dir")
-done
-if [ "$repeat" -gt 1 ]; then
-    echo
-    python3 bench/median.py "${dirs[@]}"
+# The service's release binary (unless TASKS_BIN names one) and the SQLite
+# ceiling program (its own Cargo project, not a workspace member).
+if [ -z "${TASKS_BIN:-}" ]; then
+    echo "bench: cargo build --release -p tasks-server" >&2
+    cargo build --quiet --release --locked -p tasks-server >&2
+    export TASKS_BIN="${CARGO_TARGET_DIR:-target}/release/tasks-server"
 fi
+if [ -z "${BENCH_SQLITE_CEILING:-}" ]; then
+    echo "bench: cargo build --release (bench/sqlite-ceiling)" >&2
+    cargo build --quiet --release --locked --manifest-path bench/sqlite-ceiling/Cargo.toml \
+        --target-dir bench/sqlite-ceiling/target >&2
+fi
+
+# BENCH_REPEAT=N rounds (default 3, 1 with BENCH_QUICK) run inside bench.py,
+# interleaved; every figure and ratio is the median over the rounds.
+python3 bench/bench.py "$@"
 
 # Token verification cost (HS256; EdDSA, Better Auth's default, with and
 # without the verified-token cache), printed in ns per token.

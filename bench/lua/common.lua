@@ -18,6 +18,7 @@ local D = dofile(data_path)
 USERS = D.users
 TOKENS = D.tokens
 HOARDER_TOKEN = D.hoarder_token
+GROWTH = D.growth or {}   -- tasks per user (string) -> token of bench-growth-<n>
 NUSERS = #USERS
 IDS = nil          -- parsed lazily (only `get`/`mixed` need it)
 

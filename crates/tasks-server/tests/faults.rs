@@ -1,7 +1,8 @@
 //! Crash safety: `kill -9` of the service under a stream of creates and
-//! toggles loses no acknowledged write, and under a stream of creates with
-//! `Idempotency-Key`s, retrying every key after the restart makes exactly one
-//! task per key; on PostgreSQL and on SQLite.
+//! toggles from concurrent clients loses no acknowledged write, and under a
+//! stream of creates with `Idempotency-Key`s, retrying every key after the
+//! restart makes exactly one task per key; on PostgreSQL and on SQLite (where
+//! the writes are group-committed in batches).
 
 #![expect(
     clippy::unwrap_used,
@@ -98,7 +99,9 @@ async fn crash_loses_no_acknowledged_write(backend: Backend) {
     wait_ready(&client, &base).await;
 
     let acked: Acked = Arc::default();
-    let writers: Vec<_> = (0..4)
+    // Sixteen concurrent writers: on SQLite their creates and toggles share
+    // group-commit batches, so the kill lands while batches are committing.
+    let writers: Vec<_> = (0..16)
         .map(|_| {
             tokio::spawn(writer(
                 client.clone(),

@@ -50,6 +50,10 @@ pub struct StoreConfig {
     pub prepared_statements: bool,
     /// A streaming standby to serve reads from (`DATABASE_READ_URL`).
     pub read_replica: Option<ReadReplicaConfig>,
+    /// SQLite: most writes waiting for the writer's next group commit (and
+    /// most writes in one batch); a write finding the queue full waits
+    /// within the query timeout, then gets a 503 (`DATABASE_WRITE_QUEUE`).
+    pub write_queue: usize,
 }
 
 /// Where reads may go besides the primary, and how stale they may be.

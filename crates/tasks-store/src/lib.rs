@@ -41,6 +41,7 @@ mod pool;
 mod replica;
 mod rows;
 mod schema;
+mod writer;
 
 use async_trait::async_trait;
 use diesel::IntoSql as _;
@@ -133,18 +134,20 @@ impl TaskRepository for DieselTaskStore {
                     .optional()
             })?
             .map(Row::from),
-            Backend::Sqlite(pool) => with_conn!(@sqlite self, pool, |conn| {
-                diesel::sql_query(SQLITE_CREATE)
-                    .bind::<Text, _>(owner.as_str())
-                    .bind::<BigInt, _>(limit)
-                    .bind::<Text, _>(title)
-                    .bind::<Nullable<Text>, _>(description)
-                    .bind::<TimestamptzSqlite, _>(now)
-                    .get_result::<SqliteReturned>(conn)
-                    .await
-                    .optional()
-            })?
-            .map(Row::from),
+            Backend::Sqlite(_) => {
+                with_conn!(@sqlite_write self, [owner, title, description], |conn| {
+                    diesel::sql_query(SQLITE_CREATE)
+                        .bind::<Text, _>(owner.as_str())
+                        .bind::<BigInt, _>(limit)
+                        .bind::<Text, _>(title)
+                        .bind::<Nullable<Text>, _>(description)
+                        .bind::<TimestamptzSqlite, _>(now)
+                        .get_result::<SqliteReturned>(conn)
+                        .await
+                        .optional()
+                })?
+                .map(Row::from)
+            }
         };
         self.note_write();
         if let Some(row) = &row {
@@ -204,7 +207,7 @@ impl TaskRepository for DieselTaskStore {
             .description
             .as_ref()
             .map(|d| d.as_ref().map(Description::as_str));
-        let row: Option<Row> = with_conn!(self, |conn| {
+        let row: Option<Row> = with_conn!(@write self, [owner, title, description], |conn| {
             diesel::update(owned_if_current!(tasks, id, owner, accepted, unconditional))
                 .set((
                     title.map(|t| tasks::title.eq(t)),
@@ -237,7 +240,7 @@ impl TaskRepository for DieselTaskStore {
         let _writing = self.writing(owner);
         let _timer = self.timer("toggle");
         let now = tasks_domain::now();
-        let row: Option<Row> = with_conn!(self, |conn| {
+        let row: Option<Row> = with_conn!(@write self, [owner], |conn| {
             diesel::update(owned_if_current!(tasks, id, owner, accepted, unconditional))
                 .set((
                     tasks::completed.eq(diesel::dsl::not(tasks::completed)),
@@ -281,8 +284,8 @@ impl TaskRepository for DieselTaskStore {
                 })?
                 .n
             }
-            Backend::Sqlite(pool) => {
-                let n: usize = with_conn!(@sqlite self, pool, |conn| {
+            Backend::Sqlite(_) => {
+                let n: usize = with_conn!(@sqlite_write self, [owner], |conn| {
                     diesel::delete(owned_if_current!(
                         tasks,
                         id,

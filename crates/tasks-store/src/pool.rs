@@ -31,9 +31,37 @@ pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 /// `with_conn!(@pg ...)` and `with_conn!(@sqlite ...)` run a body written for
 /// one backend only, for the few statements whose SQL differs.
 ///
+/// `with_conn!(@write $store, [captures], |conn| ...)` runs a write: on
+/// PostgreSQL like any query, on SQLite in the next group-commit batch of
+/// the writer thread (`writer.rs`), inside its own savepoint, answered once
+/// the batch is on disk. The body then runs on another thread, so the
+/// variables it borrows are listed in `[captures]` and moved there as owned
+/// copies (`writer::Owned`); `@sqlite_write` is the SQLite half alone.
+///
 /// Its own paths are absolute (`$crate::...`), so a caller imports only what
 /// its body names: the queries in `lib.rs` read as queries.
 macro_rules! with_conn {
+    (@write $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::pool::Backend::Postgres { pool, tls } => {
+                $crate::pool::with_conn!(@pg $store, pool, tls, |$conn| $body)
+            }
+            $crate::pool::Backend::Sqlite(_) => {
+                $crate::pool::with_conn!(@sqlite_write $store, [$($cap),*], |$conn| $body)
+            }
+        }
+    };
+    (@sqlite_write $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {{
+        $( let $cap = $crate::writer::Owned::owned($cap); )*
+        let outcome = $store
+            .sqlite_write(move |$conn: &mut $crate::writer::WriterConn| {
+                #[allow(unused_imports, reason = "a body of raw SQL does not name the table")]
+                use $crate::schema::sqlite::tasks;
+                $crate::writer::inline_body(async { $body })
+            })
+            .await;
+        $store.settle(outcome)
+    }};
     ($store:expr, |$conn:ident| $body:expr) => {
         match &$store.backend {
             $crate::pool::Backend::Postgres { pool, tls } => {
@@ -245,6 +273,8 @@ pub struct DieselTaskStore {
     disk_full_at: Mutex<Option<Instant>>,
     /// The streaming standby that may serve reads (`DATABASE_READ_URL`).
     pub(crate) replica: Option<Box<crate::replica::Replica>>,
+    /// SQLite only: the one writer thread that group-commits every write.
+    pub(crate) writer: Option<crate::writer::Writer>,
     metrics: StoreMetrics,
     /// Idempotency keys being claimed in this process (SQLite).
     pub(crate) in_flight: crate::idempotency::InFlight,
@@ -275,6 +305,7 @@ impl DieselTaskStore {
             create: Some(config.connect_timeout),
             recycle: Some(config.connect_timeout),
         };
+        let mut writer = None;
         let backend = match &config.location {
             DatabaseLocation::Postgres(url) => {
                 let connector = pg::PgConnector::for_var(url, var, config.connect_timeout)?;
@@ -354,6 +385,14 @@ impl DieselTaskStore {
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .context("building the SQLite connection pool")?;
+                writer = Some(
+                    crate::writer::Writer::start(crate::writer::WriterConfig {
+                        path: path.to_string_lossy().into_owned(),
+                        busy_ms,
+                        queue: config.write_queue,
+                    })
+                    .context("starting the SQLite writer thread")?,
+                );
                 Backend::Sqlite(pool)
             }
         };
@@ -366,6 +405,7 @@ impl DieselTaskStore {
             ),
             disk_full_at: Mutex::new(None),
             replica: None,
+            writer,
             metrics: StoreMetrics::new(backend.name()),
             in_flight: crate::idempotency::InFlight::default(),
             backend,
@@ -381,26 +421,50 @@ impl DieselTaskStore {
         object: deadpool::managed::Object<M>,
         outcome: Outcome<T>,
     ) -> Result<T, RepoError> {
+        let discard = match &outcome {
+            Outcome::Done(Ok(_)) => false,
+            Outcome::Done(Err(err)) => breaks_connection(err),
+            Outcome::TimedOut { settled } => !settled,
+        };
+        if discard {
+            drop(deadpool::managed::Object::take(object));
+        }
+        self.settle(outcome)
+    }
+
+    /// Turns a query's outcome into the port's result, counting timeouts and
+    /// remembering a full disk (`finish` without a pooled connection: the
+    /// SQLite writer keeps its own).
+    pub(crate) fn settle<T>(&self, outcome: Outcome<T>) -> Result<T, RepoError> {
         match outcome {
             Outcome::Done(Ok(value)) => Ok(value),
             Outcome::Done(Err(err)) => {
-                if breaks_connection(&err) {
-                    drop(deadpool::managed::Object::take(object));
-                }
                 if is_disk_full(&err) {
                     self.note_disk_full();
                 }
                 Err(query_error(err))
             }
-            Outcome::TimedOut { settled } => {
+            Outcome::TimedOut { .. } => {
                 self.metrics.timeouts.increment(1);
-                if !settled {
-                    drop(deadpool::managed::Object::take(object));
-                }
                 Err(RepoError::Unavailable(anyhow::anyhow!(
                     "query did not finish within the query timeout"
                 )))
             }
+        }
+    }
+
+    /// Runs an SQLite write in the writer's next batch (see `writer.rs`).
+    pub(crate) async fn sqlite_write<T, F>(&self, work: F) -> Outcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::writer::WriterConn) -> QueryResult<T> + Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.write(self.query_timeout, work).await,
+            None => Outcome::Done(Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UnableToSendCommand,
+                Box::new("no SQLite writer on this store".to_owned()),
+            ))),
         }
     }
 
@@ -470,6 +534,9 @@ impl DieselTaskStore {
     pub fn close(&self) {
         if let Some(replica) = &self.replica {
             replica.close();
+        }
+        if let Some(writer) = &self.writer {
+            writer.close();
         }
         match &self.backend {
             Backend::Postgres { pool: p, .. } => p.close(),

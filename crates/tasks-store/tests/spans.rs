@@ -98,6 +98,7 @@ async fn every_query_has_a_span_and_no_span_carries_task_text_or_the_owner() {
         query_timeout: Duration::from_secs(10),
         prepared_statements: true,
         read_replica: None,
+        write_queue: 64,
     };
     run_migrations(&config).await.unwrap();
     let store = DieselTaskStore::connect(&config).unwrap();

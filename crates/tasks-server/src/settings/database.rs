@@ -58,7 +58,18 @@ impl Database {
                 true,
             )?,
             read_replica: None,
+            write_queue: parse_or(
+                "DATABASE_WRITE_QUEUE",
+                raw.database_write_queue.as_deref(),
+                1024,
+            )?,
         };
+        if store.write_queue == 0 || store.write_queue > 100_000 {
+            bail!(
+                "DATABASE_WRITE_QUEUE must be between 1 and 100000 (got {})",
+                store.write_queue
+            );
+        }
         let store = StoreConfig {
             read_replica: read_replica(raw, &store.location)?,
             ..store

@@ -46,6 +46,7 @@ struct Raw {
     data_dir: Option<String>,
     database_url: Option<String>,
     database_pool_size: Option<String>,
+    database_write_queue: Option<String>,
     database_connect_timeout: Option<String>,
     database_query_timeout: Option<String>,
     database_prepared_statements: Option<String>,
@@ -340,6 +341,8 @@ mod tests {
         assert!(err(&[("HOST", "not-an-ip")]).contains("HOST"));
         assert!(err(&[("DATABASE_URL", "mysql://x")]).contains("DATABASE_URL"));
         assert!(err(&[("DATABASE_POOL_SIZE", "0")]).contains("DATABASE_POOL_SIZE"));
+        assert!(err(&[("DATABASE_WRITE_QUEUE", "0")]).contains("DATABASE_WRITE_QUEUE"));
+        assert!(err(&[("DATABASE_WRITE_QUEUE", "many")]).contains("DATABASE_WRITE_QUEUE"));
         assert!(err(&[("DATABASE_QUERY_TIMEOUT", "-1")]).contains("DATABASE_QUERY_TIMEOUT"));
         assert!(err(&[("CORS_ORIGINS", "localhost:3000")]).contains("CORS_ORIGINS"));
         assert!(err(&[("JWT_LEEWAY", "3600")]).contains("JWT_LEEWAY"));

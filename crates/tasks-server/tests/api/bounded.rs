@@ -16,6 +16,7 @@ use crate::on_both_backends;
 on_both_backends!(
     long_lists_stream_in_batches_and_stay_complete,
     task_limit_is_409_and_exact_under_concurrency,
+    concurrent_writes_fail_only_the_refused_requests,
     rows_todays_rules_reject_do_not_break_the_list,
 );
 
@@ -128,6 +129,77 @@ async fn long_lists_stream_in_batches_and_stay_complete(backend: Backend) {
 
     // The other user still sees only their own.
     assert_eq!(app.list_ok(&bob).await.len(), 1);
+}
+
+/// Creates, toggles, updates and deletes of many clients at once (on SQLite
+/// they share group-commit batches), with refused requests among them: a
+/// create over the task limit (409) and an update of another user's task
+/// (404). Only those fail; every other write is answered and stored.
+async fn concurrent_writes_fail_only_the_refused_requests(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("MAX_TASKS_PER_USER", "4")]).await;
+    let users: Vec<String> = (0..8).map(|i| app.token(&format!("user{i}"))).collect();
+    let full = app.token("full");
+    for i in 0..4 {
+        app.create_ok(&full, &format!("full {i}")).await;
+    }
+    let mut owned = Vec::new();
+    for token in &users {
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            ids.push(app.create_ok(token, name).await["id"].clone());
+        }
+        owned.push(ids);
+    }
+    let foreign = owned[0][1].clone();
+    let mut writes: Vec<futures_util::future::BoxFuture<'_, (&str, u16)>> = Vec::new();
+    for (token, ids) in users.iter().zip(&owned) {
+        let app = &app;
+        writes.push(Box::pin(async move {
+            let res = app.create(token, &json!({"title": "d"})).await;
+            ("create", res.status().as_u16())
+        }));
+        writes.push(Box::pin(async move {
+            ("toggle", app.toggle(token, &ids[0]).await.status().as_u16())
+        }));
+        writes.push(Box::pin(async move {
+            let res = app.update(token, &ids[1], &json!({"title": "B"})).await;
+            ("update", res.status().as_u16())
+        }));
+        writes.push(Box::pin(async move {
+            ("delete", app.delete(token, &ids[2]).await.status().as_u16())
+        }));
+        if writes.len() == 16 {
+            // In the middle of the burst: refused requests.
+            writes.push(Box::pin(async {
+                let res = app.create(&full, &json!({"title": "over"})).await;
+                ("over the limit", res.status().as_u16())
+            }));
+            writes.push(Box::pin(async {
+                let res = app
+                    .update(&full, &foreign, &json!({"title": "theirs"}))
+                    .await;
+                ("foreign update", res.status().as_u16())
+            }));
+        }
+    }
+    for (what, status) in futures_util::future::join_all(writes).await {
+        let want = match what {
+            "create" => 201,
+            "toggle" | "update" => 200,
+            "delete" => 204,
+            "over the limit" => 409,
+            _ => 404,
+        };
+        assert_eq!(status, want, "{what}");
+    }
+    for (token, ids) in users.iter().zip(&owned) {
+        let tasks = app.list_ok(token).await;
+        let titles: Vec<&str> = tasks.iter().map(|t| t["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, ["d", "B", "a"]);
+        assert_eq!(tasks[2]["id"], ids[0]);
+        assert_eq!(tasks[2]["completed"], true);
+    }
+    assert_eq!(app.list_ok(&full).await.len(), 4);
 }
 
 async fn task_limit_is_409_and_exact_under_concurrency(backend: Backend) {

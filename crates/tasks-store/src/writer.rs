@@ -1,0 +1,549 @@
+//! Group commit for SQLite writes.
+//!
+//! SQLite runs one write transaction at a time, and with `synchronous =
+//! FULL` every commit waits for the disk (an `fsync` of the WAL). One
+//! transaction per request makes creates fsync-bound. Here every write goes
+//! to one writer thread, which owns one connection: it takes the writes that
+//! arrived while its previous commit was syncing, runs them in one
+//! transaction (`BEGIN IMMEDIATE` ... `COMMIT`), each inside its own
+//! `SAVEPOINT`, and answers each request only once that `COMMIT` has
+//! returned, that is once the batch is on disk. A failing statement rolls
+//! back to its own savepoint and fails only its own request; the others
+//! commit. If the `COMMIT` fails (a full disk, an I/O error), nothing of the
+//! batch was written and every request of it gets the error.
+//!
+//! The writes are the repository's query bodies as written for diesel-async,
+//! run on a `SyncConnectionWrapper` whose "blocking" calls run inline on the
+//! writer thread (`Inline`): no `spawn_blocking` and no thread hop per
+//! statement, and a body may open transactions of its own (they nest as
+//! savepoints inside the batch), so several statements run as one unit.
+//!
+//! Bounds: the queue holds at most `write_queue` writes (a request finding it
+//! full waits for room, within the query timeout, then gets a 503), and a
+//! batch takes at most that many. A request that gives up (timeout, client
+//! gone) before its write started is skipped; once started, it commits or
+//! fails with its batch, like a query already sent to a server.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use diesel::Connection as _;
+use diesel::QueryResult;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection as _, TransactionManager};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::errors::breaks_connection;
+use crate::pool::Outcome;
+
+/// Runs the wrapper's "blocking" calls at once, on the calling thread (the
+/// writer thread, which exists to block on SQLite).
+pub(crate) struct Inline;
+
+impl SpawnBlocking for Inline {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        futures_util::future::ready(Ok(task())).boxed()
+    }
+
+    fn get_runtime() -> Self {
+        Self
+    }
+}
+
+/// The writer's connection, as the query bodies see it.
+pub(crate) type WriterConn = SyncConnectionWrapper<SqliteConnection, Inline>;
+
+/// Answers one request once its batch's commit is known.
+type Reply = Box<dyn FnOnce(Result<(), &DieselError>) + Send>;
+/// One request's write: run on the batch's connection (`None`: the batch
+/// failed before it could run), giving back its reply.
+type Job = Box<dyn FnOnce(Option<&mut WriterConn>) -> Reply + Send>;
+
+/// The handle of the writer thread.
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+    closed: AtomicBool,
+}
+
+/// How the writer opens its connection.
+pub(crate) struct WriterConfig {
+    pub(crate) path: String,
+    pub(crate) busy_ms: u128,
+    /// Most writes queued, and most writes in one batch.
+    pub(crate) queue: usize,
+}
+
+impl Writer {
+    /// Starts the writer thread. Its connection is opened on the first
+    /// write (and again after one breaks), so the service can start before
+    /// the file is writable, as with the read pool.
+    pub(crate) fn start(config: WriterConfig) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel(config.queue.max(1));
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || run(&config, queue))?;
+        Ok(Self {
+            jobs,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `work` in the next batch, inside its own savepoint, and gives
+    /// its result once the batch's `COMMIT` has returned, within `timeout`
+    /// (queue wait included).
+    pub(crate) async fn write<T, F>(&self, timeout: Duration, work: F) -> Outcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriterConn) -> QueryResult<T> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Relaxed) {
+            return Outcome::Done(Err(unavailable("the database is closed")));
+        }
+        let (answer, answered) = oneshot::channel::<QueryResult<T>>();
+        let job: Job = Box::new(move |conn| {
+            let Some(conn) = conn else {
+                return Box::new(move |batch: Result<(), &DieselError>| {
+                    let _ = answer.send(Err(batch.err().map_or_else(
+                        || unavailable("the write batch failed before this write ran"),
+                        copy_error,
+                    )));
+                });
+            };
+            if answer.is_closed() {
+                // The request gave up before its turn: nothing to write.
+                return Box::new(|_| {});
+            }
+            let result = in_savepoint(conn, work);
+            Box::new(move |batch: Result<(), &DieselError>| {
+                let _ = answer.send(match batch {
+                    Ok(()) => result,
+                    Err(e) => Err(result.err().unwrap_or_else(|| copy_error(e))),
+                });
+            })
+        });
+        let queued = async {
+            if self.jobs.send(job).await.is_err() {
+                return Err(unavailable("the SQLite writer has stopped"));
+            }
+            answered
+                .await
+                .unwrap_or_else(|_| Err(unavailable("the write was abandoned by the writer")))
+        };
+        match tokio::time::timeout(timeout, queued).await {
+            Ok(result) => Outcome::Done(result),
+            // No connection of the caller's is left in an unknown state.
+            Err(_) => Outcome::TimedOut { settled: true },
+        }
+    }
+
+    /// Writes waiting in the queue (not yet taken into a batch).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Refuses further writes; those queued still run.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` between `SAVEPOINT` and `RELEASE` (or `ROLLBACK TO` when it
+/// fails), so that its failure undoes only its own statements.
+fn in_savepoint<T>(
+    conn: &mut WriterConn,
+    work: impl FnOnce(&mut WriterConn) -> QueryResult<T>,
+) -> QueryResult<T> {
+    inline(conn, AnsiTransactionManager::begin_transaction)?;
+    let result = work(conn);
+    let end = if result.is_ok() {
+        inline(conn, AnsiTransactionManager::commit_transaction)
+    } else {
+        inline(conn, AnsiTransactionManager::rollback_transaction)
+    };
+    match (result, end) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(value), Ok(())) => Ok(value),
+    }
+}
+
+/// Runs `f` on the plain connection inside the wrapper (inline).
+fn inline<R: Send + 'static>(
+    conn: &mut WriterConn,
+    f: impl FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
+) -> QueryResult<R> {
+    conn.spawn_blocking(f)
+        .now_or_never()
+        .unwrap_or_else(|| Err(unavailable("an inline SQLite call did not complete")))
+}
+
+fn transaction_depth(conn: &mut WriterConn) -> Option<u32> {
+    inline(conn, |c| {
+        Ok(AnsiTransactionManager::transaction_manager_status_mut(c)
+            .transaction_depth()
+            .ok()
+            .flatten()
+            .map(std::num::NonZeroU32::get))
+    })
+    .ok()
+    .flatten()
+}
+
+fn open(config: &WriterConfig) -> QueryResult<WriterConn> {
+    let mut conn = SqliteConnection::establish(&config.path)
+        .map_err(|e| unavailable(&format!("could not open the database: {e}")))?;
+    // FULL: a commit returns once the WAL is synced, so an acknowledged
+    // write survives a crash of the process or the machine.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+        config.busy_ms
+    ))?;
+    Ok(SyncConnectionWrapper::with_runtime(conn, Inline))
+}
+
+/// The writer thread: batch, run, commit, answer; until the store is gone.
+fn run(config: &WriterConfig, mut queue: mpsc::Receiver<Job>) {
+    let mut conn: Option<WriterConn> = None;
+    let mut batch: Vec<Job> = Vec::new();
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        // Everything that arrived while the previous batch committed.
+        while batch.len() < config.queue {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            match open(config) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the SQLite writer could not open the database");
+                    fail(&mut batch, &e);
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        if let Err(e) = inline(c, |c| {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+        }) {
+            if breaks_connection(&e) {
+                conn = None;
+            }
+            fail(&mut batch, &e);
+            continue;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for job in batch.drain(..) {
+            if broken.is_some() {
+                replies.push(job(None));
+                continue;
+            }
+            match std::panic::catch_unwind(AssertUnwindSafe(|| job(Some(&mut *c)))) {
+                Ok(reply) => replies.push(reply),
+                // Its answer is dropped: the request sees an error.
+                Err(_) => broken = Some(unavailable("a write in the batch panicked")),
+            }
+            if broken.is_none() && transaction_depth(c) != Some(1) {
+                broken = Some(unavailable(
+                    "a write left the batch's transaction unbalanced",
+                ));
+            }
+        }
+        let commit = match broken {
+            Some(e) => Err(e),
+            None => inline(c, AnsiTransactionManager::commit_transaction),
+        };
+        if let Err(e) = &commit {
+            tracing::warn!(error = %e, writes = replies.len(), "an SQLite write batch failed");
+            let rolled_back = transaction_depth(c).is_none()
+                || inline(c, AnsiTransactionManager::rollback_transaction).is_ok();
+            if !rolled_back || breaks_connection(e) {
+                conn = None;
+            }
+        }
+        let commit = commit.as_ref().map(|_| ());
+        for reply in replies {
+            reply(commit);
+        }
+    }
+}
+
+/// Answers every write of a batch that could not start with `err`.
+fn fail(batch: &mut Vec<Job>, err: &DieselError) {
+    for job in batch.drain(..) {
+        job(None)(Err(err));
+    }
+}
+
+/// Diesel's errors cannot be cloned: each request of a failed batch gets
+/// one of the same kind and message (which is what the error mapping reads).
+fn copy_error(err: &DieselError) -> DieselError {
+    match err {
+        DieselError::DatabaseError(kind, info) => {
+            let kind = match kind {
+                DatabaseErrorKind::ClosedConnection => DatabaseErrorKind::ClosedConnection,
+                DatabaseErrorKind::UnableToSendCommand => DatabaseErrorKind::UnableToSendCommand,
+                DatabaseErrorKind::SerializationFailure => DatabaseErrorKind::SerializationFailure,
+                _ => DatabaseErrorKind::Unknown,
+            };
+            DieselError::DatabaseError(kind, Box::new(info.message().to_owned()))
+        }
+        other => unavailable(&other.to_string()),
+    }
+}
+
+/// An error the mapping reads as "the database did not answer" (503).
+fn unavailable(message: &str) -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::UnableToSendCommand,
+        Box::new(message.to_owned()),
+    )
+}
+
+/// Runs a query body written for diesel-async to its end on the writer
+/// thread: with `Inline`, each of its awaits is ready at once.
+pub(crate) fn inline_body<T>(body: impl Future<Output = QueryResult<T>>) -> QueryResult<T> {
+    body.now_or_never().unwrap_or_else(|| {
+        Err(unavailable(
+            "a write body awaited something else than SQLite",
+        ))
+    })
+}
+
+/// A variable a write body borrows, as an owned value that can move to the
+/// writer thread (`with_conn!(@write ...)`'s captures).
+pub(crate) trait Owned {
+    type Out: Send + 'static;
+    fn owned(self) -> Self::Out;
+}
+
+impl<T: Clone + Send + 'static> Owned for &T {
+    type Out = T;
+    fn owned(self) -> T {
+        self.clone()
+    }
+}
+
+impl Owned for &str {
+    type Out = String;
+    fn owned(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl<T: Owned> Owned for Option<T> {
+    type Out = Option<T::Out>;
+    fn owned(self) -> Self::Out {
+        self.map(Owned::owned)
+    }
+}
+
+impl<T: Send + 'static> Owned for Vec<T> {
+    type Out = Self;
+    fn owned(self) -> Self {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+
+    use super::*;
+    use crate::{DatabaseLocation, DieselTaskStore, StoreConfig};
+
+    async fn store(name: &str) -> (Arc<DieselTaskStore>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tasks_writer_{name}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StoreConfig {
+            location: DatabaseLocation::Sqlite(dir.join("tasks.db")),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
+            prepared_statements: true,
+            read_replica: None,
+            write_queue: 256,
+        };
+        crate::run_migrations(&config).await.unwrap();
+        (Arc::new(DieselTaskStore::connect(&config).unwrap()), dir)
+    }
+
+    /// One task row of `user`; an empty title breaks the table's CHECK.
+    async fn insert(conn: &mut WriterConn, user: &str, title: &str) -> QueryResult<usize> {
+        diesel::sql_query(
+            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) \
+             VALUES (?, ?, NULL, 0, '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')",
+        )
+        .bind::<Text, _>(user)
+        .bind::<Text, _>(title)
+        .execute(conn)
+        .await
+    }
+
+    fn titles(dir: &std::path::Path, user: &str) -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct T {
+            #[diesel(sql_type = Text)]
+            title: String,
+        }
+        let mut conn =
+            SqliteConnection::establish(&dir.join("tasks.db").to_string_lossy()).unwrap();
+        let query = diesel::sql_query("SELECT title FROM tasks WHERE user_id = ? ORDER BY id")
+            .bind::<Text, _>(user);
+        diesel::RunQueryDsl::load::<T>(query, &mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.title)
+            .collect()
+    }
+
+    /// Holds the writer inside a batch until the returned sender is dropped,
+    /// so that the writes sent meanwhile all wait for the next batch.
+    async fn hold_writer(store: &Arc<DieselTaskStore>) -> std::sync::mpsc::Sender<()> {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let holder = store.clone();
+        tokio::spawn(async move {
+            let outcome = holder
+                .sqlite_write(move |_| {
+                    let _ = started.send(());
+                    let _ = gate.recv();
+                    Ok(())
+                })
+                .await;
+            assert!(matches!(outcome, Outcome::Done(Ok(()))));
+        });
+        running.await.unwrap();
+        release
+    }
+
+    async fn queued(store: &DieselTaskStore, n: usize) {
+        while store.writer.as_ref().unwrap().queued() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Forty writes in one batch, the twentieth breaking a CHECK: only that
+    /// one fails, the others are committed and answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_fails_only_its_own_request_in_a_batch() {
+        let (store, dir) = store("batch").await;
+        let release = hold_writer(&store).await;
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                let title = if i == 20 {
+                    String::new()
+                } else {
+                    format!("t{i}")
+                };
+                tokio::spawn(async move {
+                    store
+                        .sqlite_write(move |conn| {
+                            inline_body(async move { insert(conn, "batch", &title).await })
+                        })
+                        .await
+                })
+            })
+            .collect();
+        queued(&store, 40).await;
+        drop(release);
+        for (i, write) in writes.into_iter().enumerate() {
+            match write.await.unwrap() {
+                Outcome::Done(Ok(1)) => assert_ne!(i, 20),
+                Outcome::Done(Err(e)) => {
+                    assert_eq!(i, 20, "write {i} failed: {e}");
+                    assert!(e.to_string().contains("CHECK"), "{e}");
+                }
+                _ => panic!("write {i}: unexpected outcome"),
+            }
+        }
+        let stored = titles(&dir, "batch");
+        assert_eq!(stored.len(), 39);
+        assert!(!stored.contains(&String::new()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A write of several statements in a transaction of its own (a nested
+    /// savepoint) is one unit inside the batch: all of it or none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_of_several_statements_is_one_unit_in_the_batch() {
+        let (store, dir) = store("unit").await;
+        let release = hold_writer(&store).await;
+        let unit = |ok: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .sqlite_write(move |conn| {
+                        inline_body(async move {
+                            conn.transaction::<_, DieselError, _>(async |c| {
+                                insert(c, "unit", if ok { "first" } else { "doomed" }).await?;
+                                insert(c, "unit", if ok { "second" } else { "" }).await?;
+                                Ok(())
+                            })
+                            .await
+                        })
+                    })
+                    .await
+            })
+        };
+        let (good, bad, after) = (unit(true), unit(false), {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .sqlite_write(|conn| {
+                        inline_body(async move { insert(conn, "unit", "third").await })
+                    })
+                    .await
+            })
+        });
+        queued(&store, 3).await;
+        drop(release);
+        assert!(matches!(good.await.unwrap(), Outcome::Done(Ok(()))));
+        assert!(matches!(bad.await.unwrap(), Outcome::Done(Err(_))));
+        assert!(matches!(after.await.unwrap(), Outcome::Done(Ok(1))));
+        assert_eq!(titles(&dir, "unit"), ["first", "second", "third"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A full queue: the write waits within the query timeout, then gives
+    /// up (a 503 for the request) and is skipped, never run later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_gave_up_in_the_queue_is_never_run() {
+        let (store, dir) = store("gaveup").await;
+        let release = hold_writer(&store).await;
+        let writer = store.writer.as_ref().unwrap();
+        let outcome = writer
+            .write(Duration::from_millis(50), |conn| {
+                inline_body(async move { insert(conn, "gaveup", "late").await })
+            })
+            .await;
+        assert!(matches!(outcome, Outcome::TimedOut { .. }));
+        drop(release);
+        let outcome = writer
+            .write(Duration::from_secs(30), |conn| {
+                inline_body(async move { insert(conn, "gaveup", "next").await })
+            })
+            .await;
+        assert!(matches!(outcome, Outcome::Done(Ok(1))));
+        assert_eq!(titles(&dir, "gaveup"), ["next"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
