@@ -356,9 +356,9 @@ impl DieselTaskStore {
                     .await
             })?
             .n),
-            Backend::Sqlite(pool) => {
-                let owner = owner.to_owned();
-                with_conn!(@sqlite self, pool, |conn| {
+            Backend::Sqlite(_) => {
+                // In one savepoint of the writer's batch: one unit.
+                with_conn!(@sqlite_write self, [owner], |conn| {
                     conn.spawn_blocking(move |c| blocking::sqlite_purge_owner(c, &owner, through))
                         .await
                 })
@@ -368,7 +368,8 @@ impl DieselTaskStore {
 }
 
 /// The SQLite twin of the `tasks_purge_changes` function of the PostgreSQL
-/// migration, in one immediate (write-locked) transaction, on the blocking
+/// migration, run by the writer thread inside the savepoint it gives each
+/// write of a batch (so its statements are one unit), on the plain
 /// connection (hence diesel's own `RunQueryDsl`, in a module of its own).
 mod blocking {
     use diesel::OptionalExtension as _;
@@ -386,42 +387,40 @@ mod blocking {
             version: i64,
         }
 
-        conn.immediate_transaction(|conn| {
-            let head = diesel::sql_query("SELECT version FROM task_sync WHERE user_id = ?1")
-                .bind::<Text, _>(owner)
-                .get_result::<Head>(conn)
-                .optional()?;
-            let Some(Head { version: head }) = head.filter(|h| h.version >= through) else {
-                return Ok(0);
-            };
-            let gone = diesel::sql_query(
-                "DELETE FROM task_changes WHERE user_id = ?1 AND deleted AND version <= ?2",
-            )
+        let head = diesel::sql_query("SELECT version FROM task_sync WHERE user_id = ?1")
             .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(through)
-            .execute(conn)?;
-            let moved = diesel::sql_query(
-                "WITH ranked AS MATERIALIZED (
-                SELECT task_id, row_number() OVER (ORDER BY version) AS k
-                FROM task_changes WHERE user_id = ?1 AND NOT deleted AND version <= ?2)
-            UPDATE task_changes
-            SET version = ?3 + (SELECT k FROM ranked WHERE ranked.task_id = task_changes.task_id)
-            WHERE user_id = ?1 AND task_id IN (SELECT task_id FROM ranked)",
-            )
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(through)
-            .bind::<BigInt, _>(head)
-            .execute(conn)?;
-            diesel::sql_query(
-                "UPDATE task_sync SET version = ?3, purged_through = max(purged_through, ?2)
-             WHERE user_id = ?1",
-            )
-            .bind::<Text, _>(owner)
-            .bind::<BigInt, _>(through)
-            .bind::<BigInt, _>(head + i64::try_from(moved).unwrap_or(0))
-            .execute(conn)?;
-            Ok(i64::try_from(gone).unwrap_or(i64::MAX))
-        })
+            .get_result::<Head>(conn)
+            .optional()?;
+        let Some(Head { version: head }) = head.filter(|h| h.version >= through) else {
+            return Ok(0);
+        };
+        let gone = diesel::sql_query(
+            "DELETE FROM task_changes WHERE user_id = ?1 AND deleted AND version <= ?2",
+        )
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(through)
+        .execute(conn)?;
+        let moved = diesel::sql_query(
+            "WITH ranked AS MATERIALIZED (
+            SELECT task_id, row_number() OVER (ORDER BY version) AS k
+            FROM task_changes WHERE user_id = ?1 AND NOT deleted AND version <= ?2)
+        UPDATE task_changes
+        SET version = ?3 + (SELECT k FROM ranked WHERE ranked.task_id = task_changes.task_id)
+        WHERE user_id = ?1 AND task_id IN (SELECT task_id FROM ranked)",
+        )
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(through)
+        .bind::<BigInt, _>(head)
+        .execute(conn)?;
+        diesel::sql_query(
+            "UPDATE task_sync SET version = ?3, purged_through = max(purged_through, ?2)
+         WHERE user_id = ?1",
+        )
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(through)
+        .bind::<BigInt, _>(head + i64::try_from(moved).unwrap_or(0))
+        .execute(conn)?;
+        Ok(i64::try_from(gone).unwrap_or(i64::MAX))
     }
 }
 

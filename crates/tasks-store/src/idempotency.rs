@@ -8,8 +8,9 @@
 //!
 //! On PostgreSQL a call is four round trips: `BEGIN`, the lock, one statement
 //! that looks the key up, counts the owner's keys and creates when the key
-//! is new ([`PG_KEYED`]), `COMMIT`. On SQLite, `BEGIN IMMEDIATE`, the
-//! look-up, the count, the create, the key row, `COMMIT`.
+//! is new ([`PG_KEYED`]), `COMMIT`. On SQLite, the look-up, the count,
+//! the create and the key row, in one savepoint of the writer's group-commit
+//! batch (`writer.rs`).
 //!
 //! Concurrent calls with one key:
 //! - PostgreSQL: the transaction first takes `pg_try_advisory_xact_lock` on a
@@ -23,7 +24,7 @@
 //!   64-bit hash, sent at the same moment, would make one of them a
 //!   spurious (retryable) "in flight"; nothing is ever wrongly replayed,
 //!   since the row is looked up by the key itself.
-//! - SQLite: one writer at a time (`BEGIN IMMEDIATE`), so a second call could
+//! - SQLite: one writer at a time (the writer thread), so a second call could
 //!   only wait for the first and then replay it. A process-local marker
 //!   answers "in flight" at once instead, as on PostgreSQL; another process
 //!   on the same file still waits for the write lock and then replays.
@@ -41,8 +42,9 @@ use tasks_ports::{IdempotencyKey, IdempotentCreate, RepoError};
 
 use crate::DieselTaskStore;
 use crate::pool::Backend;
-use crate::pool::{SqliteConn, with_conn};
+use crate::pool::with_conn;
 use crate::rows::{Row, SqliteReturned, into_task};
+use crate::writer::WriterConn;
 
 /// The status stored for a create that hit the task limit.
 const LIMIT_STATUS: i32 = 409;
@@ -348,8 +350,9 @@ async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Fou
     Ok(keyed.found(c.key))
 }
 
-/// The SQLite statements of one call, inside `BEGIN IMMEDIATE`.
-async fn sqlite_keyed(conn: &mut SqliteConn, c: &Call<'_>) -> QueryResult<Found> {
+/// The SQLite statements of one call, in one savepoint of the writer's
+/// batch (`writer.rs`).
+async fn sqlite_keyed(conn: &mut WriterConn, c: &Call<'_>) -> QueryResult<Found> {
     use diesel::sql_types::TimestamptzSqlite;
     let claimed = diesel::sql_query(SQLITE_LOOKUP)
         .bind::<Text, _>(c.owner)
@@ -447,12 +450,37 @@ impl DieselTaskStore {
                     pg_keyed(conn, &call).await
                 }
             })?,
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(_) => {
                 let Some(_marker) = self.in_flight.mark(owner, &key) else {
                     return Ok(IdempotentCreate::InFlight);
                 };
-                with_conn!(@sqlite self, pool, |conn| {
-                    transaction!(conn, "BEGIN IMMEDIATE", sqlite_keyed(conn, &call))
+                // The writer runs the statements in a savepoint of its
+                // batch: one unit, under the batch's write lock.
+                let (title, description, scope, client_key) =
+                    (call.title, call.description, key.scope, key.key);
+                let (fingerprint, max_keys, ttl) = (key.fingerprint, key.max_keys, key.ttl);
+                let (owner_str, limit, expires_us, lock) =
+                    (call.owner, call.limit, call.expires_us, call.lock);
+                with_conn!(@sqlite_write self, [owner_str, title, description, scope, client_key], |conn| {
+                    let key = IdempotencyKey {
+                        scope: &scope,
+                        key: &client_key,
+                        fingerprint,
+                        ttl,
+                        max_keys,
+                    };
+                    let call = Call {
+                        owner: &owner_str,
+                        limit,
+                        title: &title,
+                        description: description.as_deref(),
+                        now,
+                        now_us,
+                        expires_us,
+                        key: &key,
+                        lock,
+                    };
+                    sqlite_keyed(conn, &call).await
                 })?
             }
         };
@@ -486,8 +514,8 @@ impl DieselTaskStore {
                 })?
                 .n
             }
-            Backend::Sqlite(pool) => {
-                let n: usize = with_conn!(@sqlite self, pool, |conn| {
+            Backend::Sqlite(_) => {
+                let n: usize = with_conn!(@sqlite_write self, [], |conn| {
                     diesel::sql_query(SQLITE_PURGE)
                         .bind::<BigInt, _>(now_us)
                         .bind::<BigInt, _>(limit)
