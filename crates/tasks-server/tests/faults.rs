@@ -24,17 +24,7 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_tasks-server");
 
 fn start(database_url: &str, port: u16) -> Child {
-    Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database_url)
-        .env("JWT_SECRET", SECRET)
-        .env("PORT", port.to_string())
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    start_logged(database_url, port, &[]).0
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
@@ -297,4 +287,215 @@ async fn crash_loses_no_acknowledged_write_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loses_no_acknowledged_write_sqlite() {
     crash_loses_no_acknowledged_write(Backend::Sqlite).await;
+}
+
+/// A `tasks-server serve` child on `database_url` with `env` on top, whose
+/// log (stdout) and stderr (where a panic's message goes) are collected.
+fn start_logged(
+    database_url: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> (Child, Arc<Mutex<String>>) {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("JWT_SECRET", SECRET)
+        .env("PORT", port.to_string())
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let outputs: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    for output in outputs {
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(output).lines() {
+                let Ok(line) = line else { return };
+                let mut log = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+    (child, log)
+}
+
+/// Sends `request` and drops the connection at once with a reset (linger
+/// 0), while the server is reading the answer from the database.
+fn hang_up(addr: std::net::SocketAddr, request: &[u8]) {
+    use std::io::Write as _;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.write_all(request).unwrap();
+}
+
+/// SQLite reads abandoned mid-query (clients that hang up while their list
+/// or change feed is being read, and reads that run out of
+/// `DATABASE_QUERY_TIMEOUT`) never panic the server: the timeouts are 503s,
+/// and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_sqlite_reads_never_panic_the_server() {
+    const TASKS: usize = 5_000;
+    let (_db, url) = TestDb::create(Backend::Sqlite).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let token = helpers::token_for("reader");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let (child, log) = start_logged(&url, port, &[("WORKERS", "2")]);
+    let server = Server(child);
+    wait_ready(&client, &base).await;
+    // The reader's tasks, seeded in SQL (the triggers fill the change log).
+    let path = url.strip_prefix("sqlite://").unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection as _;
+        use diesel::connection::SimpleConnection as _;
+        let mut conn = diesel::sqlite::SqliteConnection::establish(&path).unwrap();
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = 10000;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {TASKS})
+             INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)
+             SELECT 'reader', 'task ' || i, printf('%.200c', 'd'), i % 2,
+                    '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00' FROM n;"
+        ))
+        .unwrap();
+    })
+    .await
+    .unwrap();
+
+    // Hang-ups: rounds of clients that ask for the whole list or the change
+    // feed and disconnect at once.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let requests: Vec<Vec<u8>> = ["/api/tasks", "/api/tasks/changes?since=0&limit=1000"]
+        .iter()
+        .map(|path| {
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    for round in 0..10 {
+        let requests = requests.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..64 {
+                hang_up(addr, &requests[(round + i) % 2]);
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let res = client
+        .get(format!("{base}/api/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A list cut short is a worker that died while streaming it.
+    let listed = res
+        .json::<Vec<Value>>()
+        .await
+        .unwrap_or_else(|e| panic!("{e}; server log: {}", log.lock().unwrap()));
+    assert_eq!(listed.len(), TASKS);
+    let logged = log.lock().unwrap().clone();
+    assert!(!logged.contains("panicked"), "after hang-ups: {logged}");
+    drop(server);
+
+    // Timeouts: with a query timeout far below a list's time, reads are
+    // abandoned by the server itself; each is a 503, never a panic.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let (child, log) = start_logged(
+        &url,
+        port,
+        &[
+            ("WORKERS", "2"),
+            ("DATABASE_QUERY_TIMEOUT", "0.000001"),
+            ("DATABASE_POOL_SIZE", "1"),
+        ],
+    );
+    let _server = Server(child);
+    // `/ready` reads too (and may time out now): wait for `/health`.
+    for _ in 0..200 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut unavailable = 0;
+    for _ in 0..20 {
+        let reads: Vec<_> = (0..16)
+            .map(|i| {
+                let (client, token) = (client.clone(), token.clone());
+                let url = if i % 2 == 0 {
+                    format!("{base}/api/tasks")
+                } else {
+                    format!("{base}/api/tasks/changes?since=0&limit=1000")
+                };
+                tokio::spawn(async move {
+                    let res = client.get(url).bearer_auth(token).send().await?;
+                    let status = res.status().as_u16();
+                    let body = res.text().await.unwrap_or_default();
+                    Ok::<_, reqwest::Error>((status, body))
+                })
+            })
+            .collect();
+        for read in reads {
+            // A connection closed without an answer is a worker that died.
+            let (status, body) = read
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}; server log: {}", log.lock().unwrap()));
+            // A 200 may still end early: its later batches may time out
+            // once the head is sent (the stream is then cut).
+            assert!(status == 200 || status == 503, "{status}: {body}");
+            if status == 503 {
+                unavailable += 1;
+                let error: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(error["error_type"], "service_unavailable", "{body}");
+            }
+        }
+        if unavailable > 0 {
+            break;
+        }
+    }
+    assert!(unavailable > 0, "no read ran out of its 1 us query timeout");
+    assert_eq!(
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let logged = log.lock().unwrap().clone();
+    assert!(!logged.contains("panicked"), "after timeouts: {logged}");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -251,7 +251,7 @@ impl DieselTaskStore {
                     .load::<PgChangeRow>(conn)
                     .await
             })?,
-            Backend::Sqlite(pool) => with_conn!(@sqlite self, pool, |conn| {
+            Backend::Sqlite(_) => with_conn!(@sqlite_read self, [owner], |conn| {
                 diesel::sql_query(SQLITE_CHANGES)
                     .bind::<Text, _>(owner.as_str())
                     .bind::<BigInt, _>(since)
@@ -322,10 +322,10 @@ impl DieselTaskStore {
                     .load::<Target>(conn)
                     .await
             })?,
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(_) => {
                 let age = format!("-{max_age:.3} seconds");
                 let window = format!("-{window:.3} seconds");
-                with_conn!(@sqlite self, pool, |conn| {
+                with_conn!(@sqlite_read self, [], |conn| {
                     diesel::sql_query(SQLITE_PURGE_TARGETS)
                         .bind::<Text, _>(&age)
                         .bind::<BigInt, _>(cap)

@@ -44,7 +44,7 @@ use crate::DieselTaskStore;
 use crate::pool::Backend;
 use crate::pool::with_conn;
 use crate::rows::{Row, SqliteReturned, into_task};
-use crate::writer::WriterConn;
+use crate::writer::SqliteConn;
 
 /// The status stored for a create that hit the task limit.
 const LIMIT_STATUS: i32 = 409;
@@ -352,7 +352,7 @@ async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Fou
 
 /// The SQLite statements of one call, in one savepoint of the writer's
 /// batch (`writer.rs`).
-async fn sqlite_keyed(conn: &mut WriterConn, c: &Call<'_>) -> QueryResult<Found> {
+async fn sqlite_keyed(conn: &mut SqliteConn, c: &Call<'_>) -> QueryResult<Found> {
     use diesel::sql_types::TimestamptzSqlite;
     let claimed = diesel::sql_query(SQLITE_LOOKUP)
         .bind::<Text, _>(c.owner)

@@ -329,7 +329,7 @@ impl TaskRepository for DieselTaskStore {
         let _timer = self.timer("change_head");
         // One index lookup (task_sync's primary key); 0 for an owner who
         // never wrote.
-        let head: rows::Count = with_conn!(self, |conn| {
+        let head: rows::Count = with_conn!(@read self, [owner], |conn| {
             diesel::sql_query(
                 "SELECT coalesce(max(version), 0) AS n FROM task_sync WHERE user_id = $1",
             )
@@ -367,7 +367,7 @@ impl TaskRepository for DieselTaskStore {
                 DISK_FULL_WINDOW.as_secs()
             )));
         }
-        with_conn!(self, |conn| conn.batch_execute("SELECT 1").await)
+        with_conn!(@read self, [], |conn| conn.batch_execute("SELECT 1").await)
     }
 }
 
@@ -386,7 +386,7 @@ impl DieselTaskStore {
         // statement shape per filter, each a cached prepared statement.
         let up_to = before.map_or(i64::MAX, |id| id.get() - 1);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<Row> = with_conn!(self, |conn| {
+        let rows: Vec<Row> = with_conn!(@read self, [owner], |conn| {
             let mine = tasks::table
                 .filter(tasks::user_id.eq(owner.as_str()))
                 .filter(tasks::id.le(up_to))
@@ -407,7 +407,7 @@ impl DieselTaskStore {
 
     async fn get_here(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
         let _timer = self.timer("get");
-        let row: Option<Row> = with_conn!(self, |conn| {
+        let row: Option<Row> = with_conn!(@read self, [owner], |conn| {
             tasks::table
                 .filter(tasks::id.eq(id.get()))
                 .filter(tasks::user_id.eq(owner.as_str()))

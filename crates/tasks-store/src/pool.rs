@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt as _;
 use tasks_ports::RepoError;
@@ -23,13 +21,14 @@ use tasks_ports::RepoError;
 use crate::errors::{breaks_connection, is_disk_full, query_error};
 use crate::{DatabaseLocation, StoreConfig, pg};
 
-pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
-
-/// Runs `$body` with `$conn` bound to a pooled connection and `tasks` bound
-/// to the matching table module, under the store's query timeout.
+/// Runs `$body` with `$conn` bound to a connection and `tasks` bound to the
+/// matching table module, under the store's query timeout.
 ///
-/// `with_conn!(@pg ...)` and `with_conn!(@sqlite ...)` run a body written for
-/// one backend only, for the few statements whose SQL differs.
+/// `with_conn!(@read $store, [captures], |conn| ...)` runs a read: on
+/// PostgreSQL like any query, on SQLite on one of the reader threads
+/// (`writer::Readers`), with captures as for writes; `@sqlite_read` is the
+/// SQLite half alone. `with_conn!(@pg ...)` runs a body written for
+/// PostgreSQL only, for the few statements whose SQL differs.
 ///
 /// `with_conn!(@write $store, [captures], |conn| ...)` runs a write: on
 /// PostgreSQL like any query, on SQLite in the next group-commit batch of
@@ -42,19 +41,32 @@ pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 /// its body names: the queries in `lib.rs` read as queries.
 macro_rules! with_conn {
     (@write $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@either sqlite_write, $store, [$($cap),*], |$conn| $body)
+    };
+    (@read $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@either sqlite_read, $store, [$($cap),*], |$conn| $body)
+    };
+    (@sqlite_write $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@sqlite sqlite_write, $store, [$($cap),*], |$conn| $body)
+    };
+    (@sqlite_read $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {
+        $crate::pool::with_conn!(@sqlite sqlite_read, $store, [$($cap),*], |$conn| $body)
+    };
+    // PostgreSQL: the pool; SQLite: the thread `$method` sends the body to.
+    (@either $method:ident, $store:expr, [$($cap:ident),*], |$conn:ident| $body:expr) => {
         match &$store.backend {
             $crate::pool::Backend::Postgres { pool, tls } => {
                 $crate::pool::with_conn!(@pg $store, pool, tls, |$conn| $body)
             }
             $crate::pool::Backend::Sqlite(_) => {
-                $crate::pool::with_conn!(@sqlite_write $store, [$($cap),*], |$conn| $body)
+                $crate::pool::with_conn!(@sqlite $method, $store, [$($cap),*], |$conn| $body)
             }
         }
     };
-    (@sqlite_write $store:expr, [$($cap:ident),* $(,)?], |$conn:ident| $body:expr) => {{
+    (@sqlite $method:ident, $store:expr, [$($cap:ident),*], |$conn:ident| $body:expr) => {{
         $( let $cap = $crate::writer::Owned::owned($cap); )*
         let outcome = $store
-            .sqlite_write(move |$conn: &mut $crate::writer::WriterConn| {
+            .$method(move |$conn: &mut $crate::writer::SqliteConn| {
                 #[allow(unused_imports, reason = "a body of raw SQL does not name the table")]
                 use $crate::schema::sqlite::tasks;
                 $crate::writer::inline_body(async { $body })
@@ -62,16 +74,6 @@ macro_rules! with_conn {
             .await;
         $store.settle(outcome)
     }};
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match &$store.backend {
-            $crate::pool::Backend::Postgres { pool, tls } => {
-                $crate::pool::with_conn!(@pg $store, pool, tls, |$conn| $body)
-            }
-            $crate::pool::Backend::Sqlite(pool) => {
-                $crate::pool::with_conn!(@sqlite $store, pool, |$conn| $body)
-            }
-        }
-    };
     (@pg $store:expr, $pool:ident, $tls:ident, |$conn:ident| $body:expr) => {{
                 let (pool, tls) = ($pool, $tls);
                 #[allow(unused_imports, reason = "a body of raw SQL does not name the table")]
@@ -112,17 +114,6 @@ macro_rules! with_conn {
                         }
                     };
                     $crate::pool::timed(query, $store.query_timeout, Some(cancel)).await
-                };
-                $store.finish(object, outcome)
-    }};
-    (@sqlite $store:expr, $pool:ident, |$conn:ident| $body:expr) => {{
-                let pool = $pool;
-                #[allow(unused_imports, reason = "a body of raw SQL does not name the table")]
-                use $crate::schema::sqlite::tasks;
-                let mut object = pool.get().await.map_err($crate::errors::pool_error)?;
-                let outcome = {
-                    let $conn: &mut $crate::pool::SqliteConn = &mut object;
-                    $crate::pool::timed(async { $body }, $store.query_timeout, None).await
                 };
                 $store.finish(object, outcome)
     }};
@@ -175,7 +166,8 @@ pub(crate) enum Backend {
         /// For cancel requests, which open a connection of their own.
         tls: tasks_pg::MakeRustlsConnect,
     },
-    Sqlite(Pool<SqliteConn>),
+    /// The reader threads (writes go to `DieselTaskStore::writer`).
+    Sqlite(crate::writer::Readers),
 }
 
 impl Backend {
@@ -360,40 +352,21 @@ impl DieselTaskStore {
                     })?;
                 }
                 let busy_ms = config.query_timeout.as_millis();
-                let mut manager_config = ManagerConfig::<SqliteConn>::default();
-                manager_config.recycling_method = RecyclingMethod::Fast;
-                manager_config.custom_setup = Box::new(move |url| {
-                    let url = url.to_owned();
-                    async move {
-                        let mut conn = SqliteConn::establish(&url).await?;
-                        conn.batch_execute(&format!(
-                            "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;"
-                        ))
-                        .await
-                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        Ok(conn)
-                    }
-                    .boxed()
-                });
-                let manager = AsyncDieselConnectionManager::new_with_config(
-                    path.to_string_lossy().into_owned(),
-                    manager_config,
-                );
-                let pool = Pool::builder(manager)
-                    .max_size(config.pool_size)
-                    .timeouts(timeouts)
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .context("building the SQLite connection pool")?;
+                let sqlite = |queue| crate::writer::WriterConfig {
+                    path: path.to_string_lossy().into_owned(),
+                    busy_ms,
+                    queue,
+                };
                 writer = Some(
-                    crate::writer::Writer::start(crate::writer::WriterConfig {
-                        path: path.to_string_lossy().into_owned(),
-                        busy_ms,
-                        queue: config.write_queue,
-                    })
-                    .context("starting the SQLite writer thread")?,
+                    crate::writer::Writer::start(sqlite(config.write_queue))
+                        .context("starting the SQLite writer thread")?,
                 );
-                Backend::Sqlite(pool)
+                // `DATABASE_POOL_SIZE` reader threads, and as many reads
+                // waiting at most.
+                let readers =
+                    crate::writer::Readers::start(sqlite(config.pool_size), config.pool_size)
+                        .context("starting the SQLite reader threads")?;
+                Backend::Sqlite(readers)
             }
         };
         Ok(Self {
@@ -457,13 +430,28 @@ impl DieselTaskStore {
     pub(crate) async fn sqlite_write<T, F>(&self, work: F) -> Outcome<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut crate::writer::WriterConn) -> QueryResult<T> + Send + 'static,
+        F: FnOnce(&mut crate::writer::SqliteConn) -> QueryResult<T> + Send + 'static,
     {
         match &self.writer {
             Some(writer) => writer.write(self.query_timeout, work).await,
             None => Outcome::Done(Err(diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::UnableToSendCommand,
                 Box::new("no SQLite writer on this store".to_owned()),
+            ))),
+        }
+    }
+
+    /// Runs an SQLite read on a reader thread (see `writer::Readers`).
+    pub(crate) async fn sqlite_read<T, F>(&self, work: F) -> Outcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::writer::SqliteConn) -> QueryResult<T> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(readers) => readers.read(self.query_timeout, work).await,
+            Backend::Postgres { .. } => Outcome::Done(Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UnableToSendCommand,
+                Box::new("no SQLite readers on this store".to_owned()),
             ))),
         }
     }
@@ -492,25 +480,41 @@ impl DieselTaskStore {
     /// Connections currently open and idle, for diagnostics.
     #[must_use]
     pub fn pool_status(&self) -> (usize, usize) {
-        let s = match &self.backend {
-            Backend::Postgres { pool: p, .. } => p.status(),
-            Backend::Sqlite(p) => p.status(),
-        };
-        (s.size, s.available)
+        match &self.backend {
+            Backend::Postgres { pool: p, .. } => {
+                let s = p.status();
+                (s.size, s.available)
+            }
+            Backend::Sqlite(readers) => {
+                let (_, open, busy, _) = readers.stats();
+                (open, open.saturating_sub(busy))
+            }
+        }
     }
 
     /// The pool's occupancy right now.
     #[must_use]
     pub fn pool_stats(&self) -> PoolStats {
-        let s = match &self.backend {
-            Backend::Postgres { pool: p, .. } => p.status(),
-            Backend::Sqlite(p) => p.status(),
-        };
-        PoolStats {
-            max_size: s.max_size,
-            size: s.size,
-            in_use: s.size.saturating_sub(s.available),
-            waiting: s.waiting,
+        match &self.backend {
+            Backend::Postgres { pool: p, .. } => {
+                let s = p.status();
+                PoolStats {
+                    max_size: s.max_size,
+                    size: s.size,
+                    in_use: s.size.saturating_sub(s.available),
+                    waiting: s.waiting,
+                }
+            }
+            // The reader threads (the writer's connection is not counted).
+            Backend::Sqlite(readers) => {
+                let (max_size, size, in_use, waiting) = readers.stats();
+                PoolStats {
+                    max_size,
+                    size,
+                    in_use,
+                    waiting,
+                }
+            }
         }
     }
 
@@ -540,7 +544,7 @@ impl DieselTaskStore {
         }
         match &self.backend {
             Backend::Postgres { pool: p, .. } => p.close(),
-            Backend::Sqlite(p) => p.close(),
+            Backend::Sqlite(readers) => readers.close(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Group commit for SQLite writes.
+//! Group commit for SQLite writes, and the reader threads for SQLite reads
+//! ([`Readers`], at the end: the same machinery without batches).
 //!
 //! SQLite runs one write transaction at a time, and with `synchronous =
 //! FULL` every commit waits for the disk (an `fsync` of the WAL). One
@@ -25,7 +26,8 @@
 //! fails with its batch, like a query already sent to a server.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use diesel::Connection as _;
@@ -61,14 +63,15 @@ impl SpawnBlocking for Inline {
     }
 }
 
-/// The writer's connection, as the query bodies see it.
-pub(crate) type WriterConn = SyncConnectionWrapper<SqliteConnection, Inline>;
+/// A connection of the writer or of a reader thread, as the query bodies
+/// see it.
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Inline>;
 
 /// Answers one request once its batch's commit is known.
 type Reply = Box<dyn FnOnce(Result<(), &DieselError>) + Send>;
 /// One request's write: run on the batch's connection (`None`: the batch
 /// failed before it could run), giving back its reply.
-type Job = Box<dyn FnOnce(Option<&mut WriterConn>) -> Reply + Send>;
+type Job = Box<dyn FnOnce(Option<&mut SqliteConn>) -> Reply + Send>;
 
 /// The handle of the writer thread.
 pub(crate) struct Writer {
@@ -105,46 +108,32 @@ impl Writer {
     pub(crate) async fn write<T, F>(&self, timeout: Duration, work: F) -> Outcome<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriterConn) -> QueryResult<T> + Send + 'static,
+        F: FnOnce(&mut SqliteConn) -> QueryResult<T> + Send + 'static,
     {
-        if self.closed.load(Ordering::Relaxed) {
-            return Outcome::Done(Err(unavailable("the database is closed")));
-        }
-        let (answer, answered) = oneshot::channel::<QueryResult<T>>();
-        let job: Job = Box::new(move |conn| {
-            let Some(conn) = conn else {
-                return Box::new(move |batch: Result<(), &DieselError>| {
-                    let _ = answer.send(Err(batch.err().map_or_else(
-                        || unavailable("the write batch failed before this write ran"),
-                        copy_error,
-                    )));
-                });
-            };
-            if answer.is_closed() {
-                // The request gave up before its turn: nothing to write.
-                return Box::new(|_| {});
-            }
-            let result = in_savepoint(conn, work);
-            Box::new(move |batch: Result<(), &DieselError>| {
-                let _ = answer.send(match batch {
-                    Ok(()) => result,
-                    Err(e) => Err(result.err().unwrap_or_else(|| copy_error(e))),
-                });
+        submit(&self.jobs, &self.closed, timeout, move |answer| -> Job {
+            Box::new(move |conn| {
+                let Some(conn) = conn else {
+                    return Box::new(move |batch: Result<(), &DieselError>| {
+                        let _ = answer.send(Err(batch.err().map_or_else(
+                            || unavailable("the write batch failed before this write ran"),
+                            copy_error,
+                        )));
+                    });
+                };
+                if answer.is_closed() {
+                    // The request gave up before its turn: nothing to write.
+                    return Box::new(|_| {});
+                }
+                let result = in_savepoint(conn, work);
+                Box::new(move |batch: Result<(), &DieselError>| {
+                    let _ = answer.send(match batch {
+                        Ok(()) => result,
+                        Err(e) => Err(result.err().unwrap_or_else(|| copy_error(e))),
+                    });
+                })
             })
-        });
-        let queued = async {
-            if self.jobs.send(job).await.is_err() {
-                return Err(unavailable("the SQLite writer has stopped"));
-            }
-            answered
-                .await
-                .unwrap_or_else(|_| Err(unavailable("the write was abandoned by the writer")))
-        };
-        match tokio::time::timeout(timeout, queued).await {
-            Ok(result) => Outcome::Done(result),
-            // No connection of the caller's is left in an unknown state.
-            Err(_) => Outcome::TimedOut { settled: true },
-        }
+        })
+        .await
     }
 
     /// Writes waiting in the queue (not yet taken into a batch).
@@ -159,11 +148,186 @@ impl Writer {
     }
 }
 
+/// Sends the job `make` builds around a request's answer channel to a
+/// thread's queue, and waits for the answer within `timeout` (queue wait
+/// included). Giving up (the timeout, or the request's future dropped)
+/// only drops the receiver: a job not started yet is then skipped, one
+/// running ends on its thread. Nothing here blocks the caller's runtime.
+async fn submit<T, J>(
+    jobs: &mpsc::Sender<J>,
+    closed: &AtomicBool,
+    timeout: Duration,
+    make: impl FnOnce(oneshot::Sender<QueryResult<T>>) -> J,
+) -> Outcome<T> {
+    if closed.load(Ordering::Relaxed) {
+        return Outcome::Done(Err(unavailable("the database is closed")));
+    }
+    let (answer, answered) = oneshot::channel::<QueryResult<T>>();
+    let job = make(answer);
+    let queued = async {
+        if jobs.send(job).await.is_err() {
+            return Err(unavailable("the SQLite thread has stopped"));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(unavailable("the query was abandoned by its thread")))
+    };
+    match tokio::time::timeout(timeout, queued).await {
+        Ok(result) => Outcome::Done(result),
+        // No connection of the caller's is left in an unknown state.
+        Err(_) => Outcome::TimedOut { settled: true },
+    }
+}
+
+/// One request's read, run on a reader's connection (or told why there is
+/// none); `true` when the connection must be reopened.
+type ReadJob = Box<dyn FnOnce(Result<&mut SqliteConn, &DieselError>) -> bool + Send>;
+
+/// The SQLite reader threads: each owns one read-only connection
+/// (`PRAGMA query_only`) and runs the reads of a shared queue one after the
+/// other, inline (`Inline`), as the writer runs writes. A request waits for
+/// its answer on a oneshot channel, so a request dropped mid-read (the
+/// client went away, or the query timeout) only drops its receiver: the
+/// read ends on its thread, nothing blocks or panics on the request's
+/// runtime. In WAL mode readers never wait for the writer.
+///
+/// Bounds: `threads` connections and threads; at most `queue` reads wait
+/// (a request finding the queue full waits for room within the query
+/// timeout, then gets a 503). A read that gave up before its turn is
+/// skipped; one that gave up while running still runs to its end, holding
+/// its thread (SQLite reads are not cancelled).
+pub(crate) struct Readers {
+    jobs: mpsc::Sender<ReadJob>,
+    closed: AtomicBool,
+    threads: usize,
+    /// Reader connections open.
+    open: Arc<AtomicUsize>,
+    /// Reads running.
+    busy: Arc<AtomicUsize>,
+}
+
+impl Readers {
+    /// Starts `threads` reader threads; each opens its connection on its
+    /// first read (and again after one breaks).
+    pub(crate) fn start(config: WriterConfig, threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let (jobs, queue) = mpsc::channel(config.queue.max(1));
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let config = Arc::new(config);
+        let (open, busy) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for i in 0..threads {
+            let (config, queue, open, busy) =
+                (config.clone(), queue.clone(), open.clone(), busy.clone());
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || read(&config, &queue, &open, &busy))?;
+        }
+        Ok(Self {
+            jobs,
+            closed: AtomicBool::new(false),
+            threads,
+            open,
+            busy,
+        })
+    }
+
+    /// Runs `work` on the next free reader within `timeout` (queue wait
+    /// included).
+    pub(crate) async fn read<T, F>(&self, timeout: Duration, work: F) -> Outcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConn) -> QueryResult<T> + Send + 'static,
+    {
+        submit(
+            &self.jobs,
+            &self.closed,
+            timeout,
+            move |answer| -> ReadJob {
+                Box::new(move |conn| {
+                    let conn = match conn {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            let _ = answer.send(Err(copy_error(e)));
+                            return false;
+                        }
+                    };
+                    if answer.is_closed() {
+                        return false;
+                    }
+                    let result = work(conn);
+                    let broken = result.as_ref().err().is_some_and(breaks_connection)
+                        || transaction_depth(conn).is_some();
+                    let _ = answer.send(result);
+                    broken
+                })
+            },
+        )
+        .await
+    }
+
+    /// The readers' occupancy: (threads, connections open, reads running,
+    /// reads queued).
+    pub(crate) fn stats(&self) -> (usize, usize, usize, usize) {
+        (
+            self.threads,
+            self.open.load(Ordering::Relaxed),
+            self.busy.load(Ordering::Relaxed),
+            self.jobs.max_capacity() - self.jobs.capacity(),
+        )
+    }
+
+    /// Refuses further reads; those queued still run.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A reader thread: take a read, run it, answer; until the store is gone.
+fn read(
+    config: &WriterConfig,
+    queue: &std::sync::Mutex<mpsc::Receiver<ReadJob>>,
+    open_count: &AtomicUsize,
+    busy: &AtomicUsize,
+) {
+    let mut conn: Option<SqliteConn> = None;
+    loop {
+        // The lock is held only while this thread is the one waiting.
+        let job = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .blocking_recv();
+        let Some(job) = job else { return };
+        if conn.is_none() {
+            match open(config, Role::Reader) {
+                Ok(c) => {
+                    conn = Some(c);
+                    open_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an SQLite reader could not open the database");
+                    job(Err(&e));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        busy.fetch_add(1, Ordering::Relaxed);
+        // A panicking read drops its answer (the request sees an error)
+        // and its connection.
+        let keep = std::panic::catch_unwind(AssertUnwindSafe(|| !job(Ok(c)))).unwrap_or(false);
+        busy.fetch_sub(1, Ordering::Relaxed);
+        if !keep {
+            conn = None;
+            open_count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs `work` between `SAVEPOINT` and `RELEASE` (or `ROLLBACK TO` when it
 /// fails), so that its failure undoes only its own statements.
 fn in_savepoint<T>(
-    conn: &mut WriterConn,
-    work: impl FnOnce(&mut WriterConn) -> QueryResult<T>,
+    conn: &mut SqliteConn,
+    work: impl FnOnce(&mut SqliteConn) -> QueryResult<T>,
 ) -> QueryResult<T> {
     inline(conn, AnsiTransactionManager::begin_transaction)?;
     let result = work(conn);
@@ -180,7 +344,7 @@ fn in_savepoint<T>(
 
 /// Runs `f` on the plain connection inside the wrapper (inline).
 fn inline<R: Send + 'static>(
-    conn: &mut WriterConn,
+    conn: &mut SqliteConn,
     f: impl FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
 ) -> QueryResult<R> {
     conn.spawn_blocking(f)
@@ -188,7 +352,7 @@ fn inline<R: Send + 'static>(
         .unwrap_or_else(|| Err(unavailable("an inline SQLite call did not complete")))
 }
 
-fn transaction_depth(conn: &mut WriterConn) -> Option<u32> {
+fn transaction_depth(conn: &mut SqliteConn) -> Option<u32> {
     inline(conn, |c| {
         Ok(AnsiTransactionManager::transaction_manager_status_mut(c)
             .transaction_depth()
@@ -200,13 +364,25 @@ fn transaction_depth(conn: &mut WriterConn) -> Option<u32> {
     .flatten()
 }
 
-fn open(config: &WriterConfig) -> QueryResult<WriterConn> {
+/// Which thread a connection is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+fn open(config: &WriterConfig, role: Role) -> QueryResult<SqliteConn> {
     let mut conn = SqliteConnection::establish(&config.path)
         .map_err(|e| unavailable(&format!("could not open the database: {e}")))?;
-    // FULL: a commit returns once the WAL is synced, so an acknowledged
-    // write survives a crash of the process or the machine.
+    // Writer: FULL, a commit returns once the WAL is synced, so an
+    // acknowledged write survives a crash of the process or the machine.
+    // Reader: `query_only`, a statement that would write fails.
+    let role = match role {
+        Role::Writer => "PRAGMA synchronous = FULL;",
+        Role::Reader => "PRAGMA query_only = ON;",
+    };
     conn.batch_execute(&format!(
-        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; {role}",
         config.busy_ms
     ))?;
     Ok(SyncConnectionWrapper::with_runtime(conn, Inline))
@@ -214,7 +390,7 @@ fn open(config: &WriterConfig) -> QueryResult<WriterConn> {
 
 /// The writer thread: batch, run, commit, answer; until the store is gone.
 fn run(config: &WriterConfig, mut queue: mpsc::Receiver<Job>) {
-    let mut conn: Option<WriterConn> = None;
+    let mut conn: Option<SqliteConn> = None;
     let mut batch: Vec<Job> = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -226,7 +402,7 @@ fn run(config: &WriterConfig, mut queue: mpsc::Receiver<Job>) {
             }
         }
         if conn.is_none() {
-            match open(config) {
+            match open(config, Role::Writer) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "the SQLite writer could not open the database");
@@ -361,12 +537,11 @@ impl<T: Send + 'static> Owned for Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use diesel::sql_types::Text;
     use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
     use super::*;
+    use crate::pool::Backend;
     use crate::{DatabaseLocation, DieselTaskStore, StoreConfig};
 
     async fn store(name: &str) -> (Arc<DieselTaskStore>, std::path::PathBuf) {
@@ -386,7 +561,7 @@ mod tests {
     }
 
     /// One task row of `user`; an empty title breaks the table's CHECK.
-    async fn insert(conn: &mut WriterConn, user: &str, title: &str) -> QueryResult<usize> {
+    async fn insert(conn: &mut SqliteConn, user: &str, title: &str) -> QueryResult<usize> {
         diesel::sql_query(
             "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) \
              VALUES (?, ?, NULL, 0, '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')",
@@ -520,6 +695,58 @@ mod tests {
         assert!(matches!(bad.await.unwrap(), Outcome::Done(Err(_))));
         assert!(matches!(after.await.unwrap(), Outcome::Done(Ok(1))));
         assert_eq!(titles(&dir, "unit"), ["first", "second", "third"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A read abandoned while it runs (the request's future dropped, here
+    /// by a timeout) on a current-thread runtime, as on actix's workers:
+    /// no panic (diesel-async's own wrapper called `block_in_place` there),
+    /// the read ends on its thread, and the reader answers the next one.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_dropped_while_running_neither_panics_nor_blocks_its_reader() {
+        let (store, dir) = store("readdrop").await;
+        let Backend::Sqlite(readers) = &store.backend else {
+            panic!("an SQLite store")
+        };
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let read = readers.read(Duration::from_secs(30), move |conn| {
+            let _ = started.send(());
+            let _ = gate.recv();
+            inline_body(async move {
+                diesel::sql_query("SELECT 1 AS n")
+                    .get_result::<crate::rows::Count>(conn)
+                    .await
+            })
+        });
+        let mut read = Box::pin(read);
+        // Polled until the reader has started it, then dropped mid-run.
+        while running.try_recv().is_err() {
+            let _ = (&mut read).now_or_never();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(read);
+        drop(release);
+        let outcome = readers
+            .read(Duration::from_secs(30), |conn| {
+                inline_body(async move { insert(conn, "readdrop", "no").await })
+            })
+            .await;
+        // Readers are read-only.
+        assert!(matches!(outcome, Outcome::Done(Err(_))));
+        let outcome = readers
+            .read(Duration::from_secs(30), |conn| {
+                inline_body(async move {
+                    diesel::sql_query("SELECT 2 AS n")
+                        .get_result::<crate::rows::Count>(conn)
+                        .await
+                })
+            })
+            .await;
+        assert!(matches!(
+            outcome,
+            Outcome::Done(Ok(crate::rows::Count { n: 2 }))
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
