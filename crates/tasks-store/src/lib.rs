@@ -404,27 +404,16 @@ impl DieselTaskStore {
                 }
             })?,
             Backend::Sqlite(_) => {
-                use diesel::sql_types::{BigInt, Bool, Text};
-                let rows: Vec<SqliteReturned> = with_conn!(@sqlite_read self, [owner], |conn| {
-                    match filter.completed() {
-                        None => {
-                            diesel::sql_query(SQLITE_LIST)
-                                .bind::<Text, _>(owner.as_str())
-                                .bind::<BigInt, _>(up_to)
-                                .bind::<BigInt, _>(limit)
-                                .load(conn)
-                                .await
-                        }
-                        Some(completed) => {
-                            diesel::sql_query(SQLITE_LIST_BY_STATUS)
-                                .bind::<Text, _>(owner.as_str())
-                                .bind::<BigInt, _>(up_to)
-                                .bind::<BigInt, _>(limit)
-                                .bind::<Bool, _>(completed)
-                                .load(conn)
-                                .await
-                        }
-                    }
+                let completed = filter.completed();
+                let owner_id = owner.as_str().to_owned();
+                let rows: Vec<SqliteReturned> = with_conn!(@sqlite_read self, [], |conn| {
+                    // diesel's own `load` on the plain connection (inline, on
+                    // the reader thread): each row is read straight from the
+                    // statement, without the wrapper's owned copy of it.
+                    conn.spawn_blocking(move |c| {
+                        sync_reads::sqlite_list(c, &owner_id, up_to, limit, completed)
+                    })
+                    .await
                 })?;
                 rows.into_iter().map(Row::from).collect()
             }
@@ -542,7 +531,8 @@ WHERE (SELECT count(*) FROM tasks WHERE user_id = ?1) < ?2
 RETURNING id, user_id, title, description, completed, created_at, updated_at";
 
 /// The SQLite list, newest first. `LIMIT ?3 + 0`, not `LIMIT ?3`: SQLite
-/// (3.46 and later) reads a bare bound `LIMIT` while planning and marks the
+/// (the bundled 3.53, `computeLimitRegisters`) reads a bare bound `LIMIT`
+/// while planning and marks the
 /// statement to be prepared again whenever that parameter is bound, so
 /// every list re-prepared its cached statement (6% of a list's
 /// instructions, bench/README.md); an expression is evaluated at run time
@@ -557,6 +547,35 @@ FROM tasks WHERE user_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3 + 0";
 const SQLITE_LIST_BY_STATUS: &str =
     "SELECT id, user_id, title, description, completed, created_at, updated_at
 FROM tasks WHERE user_id = ?1 AND id <= ?2 AND completed = ?4 ORDER BY id DESC LIMIT ?3 + 0";
+
+/// SQLite reads on the plain connection, with diesel's synchronous
+/// `RunQueryDsl` (in a module of its own, beside diesel-async's).
+mod sync_reads {
+    use diesel::RunQueryDsl as _;
+    use diesel::sql_types::{BigInt, Bool, Text};
+
+    use crate::rows::SqliteReturned;
+
+    pub(super) fn sqlite_list(
+        conn: &mut diesel::sqlite::SqliteConnection,
+        owner: &str,
+        up_to: i64,
+        limit: i64,
+        completed: Option<bool>,
+    ) -> diesel::QueryResult<Vec<SqliteReturned>> {
+        let query = diesel::sql_query(match completed {
+            None => super::SQLITE_LIST,
+            Some(_) => super::SQLITE_LIST_BY_STATUS,
+        })
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(up_to)
+        .bind::<BigInt, _>(limit);
+        match completed {
+            None => query.load(conn),
+            Some(done) => query.bind::<Bool, _>(done).load(conn),
+        }
+    }
+}
 
 /// Deletes a task and gives its slot back to its owner, in one statement.
 const PG_DELETE: &str = "WITH gone AS (
