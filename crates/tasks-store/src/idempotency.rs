@@ -253,32 +253,15 @@ impl PgKeyed {
             };
             return Found::Full(full(&held, key).unwrap_or(0));
         }
-        let row = match (
+        let row = crate::rows::joined_row(
             self.id,
             self.user_id,
             self.title,
+            self.description,
             self.completed,
             self.created_at,
             self.updated_at,
-        ) {
-            (
-                Some(id),
-                Some(user_id),
-                Some(title),
-                Some(completed),
-                Some(created),
-                Some(updated),
-            ) => Some((
-                id,
-                user_id,
-                title,
-                self.description,
-                completed,
-                created,
-                updated,
-            )),
-            _ => None,
-        };
+        );
         Found::Created(row)
     }
 }

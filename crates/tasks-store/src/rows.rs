@@ -205,33 +205,40 @@ impl PgChangeRow {
         if self.deleted != Some(false) {
             return Err(task_id);
         }
-        match (
+        joined_row(
             self.id,
             self.user_id,
             self.title,
+            self.description,
             self.completed,
             self.created_at,
             self.updated_at,
-        ) {
-            (
-                Some(id),
-                Some(user_id),
-                Some(title),
-                Some(completed),
-                Some(created),
-                Some(updated),
-            ) => Ok((
-                id,
-                user_id,
-                title,
-                self.description,
-                completed,
-                created,
-                updated,
-            )),
-            _ => Err(task_id),
-        }
+        )
+        .ok_or(task_id)
     }
+}
+
+/// A task row read through an outer join, where every column may be NULL:
+/// the row when the task was there (every NOT NULL column present), `None`
+/// when the join found no task.
+pub(crate) fn joined_row(
+    id: Option<i64>,
+    user_id: Option<String>,
+    title: Option<String>,
+    description: Option<String>,
+    completed: Option<bool>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+) -> Option<Row> {
+    Some((
+        id?,
+        user_id?,
+        title?,
+        description,
+        completed?,
+        created_at?,
+        updated_at?,
+    ))
 }
 
 #[derive(diesel::QueryableByName)]
