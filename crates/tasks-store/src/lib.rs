@@ -41,6 +41,7 @@ mod pool;
 mod replica;
 mod rows;
 mod schema;
+mod timestamps;
 mod writer;
 
 use async_trait::async_trait;
@@ -423,15 +424,26 @@ impl DieselTaskStore {
 
     async fn get_here(&self, owner: &OwnerId, id: TaskId) -> Result<Option<Task>, RepoError> {
         let _timer = self.timer("get");
-        let row: Option<Row> = with_conn!(@read self, [owner], |conn| {
-            tasks::table
-                .filter(tasks::id.eq(id.get()))
-                .filter(tasks::user_id.eq(owner.as_str()))
-                .select(columns!(tasks))
-                .first::<Row>(conn)
-                .await
-                .optional()
-        })?;
+        let row: Option<Row> = match &self.backend {
+            Backend::Postgres { pool, tls } => with_conn!(@pg self, pool, tls, |conn| {
+                tasks::table
+                    .filter(tasks::id.eq(id.get()))
+                    .filter(tasks::user_id.eq(owner.as_str()))
+                    .select(columns!(tasks))
+                    .first::<Row>(conn)
+                    .await
+                    .optional()
+            })?,
+            Backend::Sqlite(_) => {
+                let owner_id = owner.as_str().to_owned();
+                let row: Option<SqliteReturned> = with_conn!(@sqlite_read self, [], |conn| {
+                    // As for the list: read on the reader's plain connection.
+                    conn.spawn_blocking(move |c| sync_reads::sqlite_get(c, &owner_id, id.get()))
+                        .await
+                })?;
+                row.map(Row::from)
+            }
+        };
         row.map(|r| into_task(r, owner)).transpose()
     }
 
@@ -548,9 +560,14 @@ const SQLITE_LIST_BY_STATUS: &str =
     "SELECT id, user_id, title, description, completed, created_at, updated_at
 FROM tasks WHERE user_id = ?1 AND id <= ?2 AND completed = ?4 ORDER BY id DESC LIMIT ?3 + 0";
 
+/// One task by id and owner, on SQLite (the same columns as the list).
+const SQLITE_GET: &str = "SELECT id, user_id, title, description, completed, created_at, updated_at
+FROM tasks WHERE id = ?1 AND user_id = ?2";
+
 /// SQLite reads on the plain connection, with diesel's synchronous
 /// `RunQueryDsl` (in a module of its own, beside diesel-async's).
 mod sync_reads {
+    use diesel::OptionalExtension as _;
     use diesel::RunQueryDsl as _;
     use diesel::sql_types::{BigInt, Bool, Text};
 
@@ -574,6 +591,18 @@ mod sync_reads {
             None => query.load(conn),
             Some(done) => query.bind::<Bool, _>(done).load(conn),
         }
+    }
+
+    pub(super) fn sqlite_get(
+        conn: &mut diesel::sqlite::SqliteConnection,
+        owner: &str,
+        id: i64,
+    ) -> diesel::QueryResult<Option<SqliteReturned>> {
+        diesel::sql_query(super::SQLITE_GET)
+            .bind::<BigInt, _>(id)
+            .bind::<Text, _>(owner)
+            .get_result(conn)
+            .optional()
     }
 }
 

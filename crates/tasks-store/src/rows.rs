@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use tasks_domain::{Description, OwnerId, Task, TaskId, Title};
 use tasks_ports::RepoError;
 
+use crate::timestamps::SqliteTs;
+
 /// A task row as every query selects it, in column order.
 pub(crate) type Row = (
     i64,
@@ -71,20 +73,17 @@ pub(crate) fn into_task(row: Row, owner: &OwnerId) -> Result<Task, RepoError> {
             "stored {what} does not meet the current rules; served as stored"
         );
     };
-    let title = match Title::parse(&title) {
-        Ok(parsed) if parsed.as_str() == title => parsed,
-        _ => {
-            odd("title");
-            Title::from_storage(title)
-        }
-    };
-    let description = description.map(|d| match Description::parse(d.clone()) {
-        Ok(parsed) => parsed,
-        Err(_) => {
-            odd("description");
-            Description::from_storage(d)
-        }
-    });
+    if !Title::accepts(&title) {
+        odd("title");
+    }
+    if description
+        .as_deref()
+        .is_some_and(|d| !Description::accepts(d))
+    {
+        odd("description");
+    }
+    let title = Title::from_storage(title);
+    let description = description.map(Description::from_storage);
     Ok(Task {
         id: TaskId::new(id),
         owner: owner.clone(),
@@ -103,7 +102,7 @@ pub(crate) fn into_tasks(rows: Vec<Row>, owner: &OwnerId) -> Result<Vec<Task>, R
 /// A row of `RETURNING` from the raw statements (create), per backend: the
 /// timestamps' SQL types differ.
 macro_rules! returned_row {
-    ($name:ident, $ts:ty) => {
+    ($name:ident, $ts:ty, $rust_ts:ty) => {
         #[derive(diesel::QueryableByName)]
         pub(crate) struct $name {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -117,9 +116,9 @@ macro_rules! returned_row {
             #[diesel(sql_type = diesel::sql_types::Bool)]
             completed: bool,
             #[diesel(sql_type = $ts)]
-            created_at: DateTime<Utc>,
+            created_at: $rust_ts,
             #[diesel(sql_type = $ts)]
-            updated_at: DateTime<Utc>,
+            updated_at: $rust_ts,
         }
 
         impl From<$name> for Row {
@@ -130,22 +129,26 @@ macro_rules! returned_row {
                     r.title,
                     r.description,
                     r.completed,
-                    r.created_at,
-                    r.updated_at,
+                    r.created_at.into(),
+                    r.updated_at.into(),
                 )
             }
         }
     };
 }
-returned_row!(PgReturned, diesel::sql_types::Timestamptz);
-returned_row!(SqliteReturned, diesel::sql_types::TimestamptzSqlite);
+returned_row!(PgReturned, diesel::sql_types::Timestamptz, DateTime<Utc>);
+returned_row!(
+    SqliteReturned,
+    diesel::sql_types::TimestamptzSqlite,
+    SqliteTs
+);
 
 /// A row of the change-log read (`changes.rs`), per backend: the owner's
 /// head version and purge mark on every row, then one entry of the page
 /// (all `NULL` when the page is empty), the task's columns `NULL` for a
 /// tombstone.
 macro_rules! change_row {
-    ($name:ident, $ts:ty) => {
+    ($name:ident, $ts:ty, $rust_ts:ty) => {
         #[derive(diesel::QueryableByName)]
         pub(crate) struct $name {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -169,14 +172,18 @@ macro_rules! change_row {
             #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
             completed: Option<bool>,
             #[diesel(sql_type = diesel::sql_types::Nullable<$ts>)]
-            created_at: Option<DateTime<Utc>>,
+            created_at: Option<$rust_ts>,
             #[diesel(sql_type = diesel::sql_types::Nullable<$ts>)]
-            updated_at: Option<DateTime<Utc>>,
+            updated_at: Option<$rust_ts>,
         }
     };
 }
-change_row!(PgChangeRow, diesel::sql_types::Timestamptz);
-change_row!(SqliteChangeRow, diesel::sql_types::TimestamptzSqlite);
+change_row!(PgChangeRow, diesel::sql_types::Timestamptz, DateTime<Utc>);
+change_row!(
+    SqliteChangeRow,
+    diesel::sql_types::TimestamptzSqlite,
+    SqliteTs
+);
 
 impl From<SqliteChangeRow> for PgChangeRow {
     fn from(r: SqliteChangeRow) -> Self {
@@ -191,8 +198,8 @@ impl From<SqliteChangeRow> for PgChangeRow {
             title: r.title,
             description: r.description,
             completed: r.completed,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
+            created_at: r.created_at.map(Into::into),
+            updated_at: r.updated_at.map(Into::into),
         }
     }
 }
