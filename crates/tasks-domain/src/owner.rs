@@ -1,10 +1,14 @@
 use std::fmt;
+use std::sync::Arc;
 
 /// The identity that owns tasks: the `sub` claim of a verified token (or the
 /// user id behind a Better Auth session). It is the only source of a task's
 /// `user_id`; nothing a client sends in a body or path can set it.
+///
+/// Shared, not copied: every task read carries its owner, so a list of 100
+/// tasks clones the caller's id 100 times.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OwnerId(String);
+pub struct OwnerId(Arc<str>);
 
 /// Why a string cannot be an owner id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +49,7 @@ impl OwnerId {
         if subject.chars().all(crate::is_python_whitespace) {
             return Err(OwnerIdError::OnlyWhitespace);
         }
-        Ok(Self(subject.to_owned()))
+        Ok(Self(Arc::from(subject)))
     }
 
     #[must_use]

@@ -119,6 +119,21 @@ impl Title {
     /// character than tab and line feed.
     pub fn parse(raw: &str) -> Result<Self, TitleError> {
         let trimmed = raw.trim_matches(is_python_whitespace);
+        Self::check(trimmed)?;
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// Whether a stored title is one [`Title::parse`] would return as it is
+    /// (valid and already trimmed), checked without a copy: the store checks
+    /// every row it reads.
+    #[must_use]
+    pub fn accepts(stored: &str) -> bool {
+        stored.trim_matches(is_python_whitespace).len() == stored.len()
+            && Self::check(stored).is_ok()
+    }
+
+    /// The rules, on a trimmed title.
+    fn check(trimmed: &str) -> Result<(), TitleError> {
         if trimmed.is_empty() {
             return Err(TitleError::Empty);
         }
@@ -141,7 +156,7 @@ impl Title {
         {
             return Err(TitleError::Invisible);
         }
-        Ok(Self(trimmed.to_owned()))
+        Ok(())
     }
 
     #[must_use]
@@ -173,6 +188,18 @@ impl Description {
     /// # Errors
     /// Longer than [`Description::MAX_CHARS`] or containing NUL.
     pub fn parse(raw: String) -> Result<Self, DescriptionError> {
+        Self::check(&raw)?;
+        Ok(Self(raw))
+    }
+
+    /// Whether a stored description is one [`Description::parse`] accepts,
+    /// checked without a copy.
+    #[must_use]
+    pub fn accepts(stored: &str) -> bool {
+        Self::check(stored).is_ok()
+    }
+
+    fn check(raw: &str) -> Result<(), DescriptionError> {
         let actual = raw.chars().count();
         if actual > Self::MAX_CHARS {
             return Err(DescriptionError::TooLong {
@@ -183,7 +210,7 @@ impl Description {
         if raw.contains('\0') {
             return Err(DescriptionError::ContainsNul);
         }
-        Ok(Self(raw))
+        Ok(())
     }
 
     #[must_use]
@@ -255,6 +282,34 @@ mod tests {
         for raw in ["0", "-1", "9223372036854775808", "99999999999999999999999"] {
             assert_eq!(TaskId::parse(raw), Err(TaskIdError::OutOfRange), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn accepts_is_parse_returning_the_value_unchanged() {
+        let long = "é".repeat(Title::MAX_CHARS + 1);
+        for raw in [
+            "Buy milk",
+            " Buy milk",
+            "Buy milk\n",
+            "",
+            "   ",
+            "\u{200B}",
+            "a\0b",
+            "a\u{7}b",
+            "tab\there",
+            "line\nfeed",
+            &long,
+            &long[2..],
+        ] {
+            let via_parse = Title::parse(raw).is_ok_and(|t| t.as_str() == raw);
+            assert_eq!(Title::accepts(raw), via_parse, "{raw:?}");
+            let via_parse = Description::parse(raw.to_owned()).is_ok();
+            assert_eq!(Description::accepts(raw), via_parse, "{raw:?}");
+        }
+        assert!(!Description::accepts(
+            &"x".repeat(Description::MAX_CHARS + 1)
+        ));
+        assert!(Description::accepts(&"x".repeat(Description::MAX_CHARS)));
     }
 
     #[test]

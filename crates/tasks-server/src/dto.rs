@@ -4,20 +4,21 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tasks_domain::{Description, NewTask, Task, TaskPatch, Title};
+use tasks_domain::{Description, NewTask, OwnerId, Task, TaskPatch, Title};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
 /// A task as the API returns it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TaskResponse {
     /// Identifier, unique across all users.
     #[schema(example = 42)]
     pub id: i64,
     /// The owner: the `sub` of the token that created the task.
-    #[schema(example = "7hZ3kq9XbYt1mN2pQ4rS6uV8wX0yA1bC")]
-    pub user_id: String,
+    #[serde(serialize_with = "owner_id")]
+    #[schema(value_type = String, example = "7hZ3kq9XbYt1mN2pQ4rS6uV8wX0yA1bC")]
+    pub user_id: OwnerId,
     /// 1 to 200 characters, trimmed.
     #[schema(example = "Buy milk")]
     pub title: String,
@@ -69,11 +70,16 @@ fn rfc3339_utc<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
 }
 
+/// The owner's id as its string (shared with the task, not copied).
+fn owner_id<S: Serializer>(owner: &OwnerId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(owner.as_str())
+}
+
 impl From<Task> for TaskResponse {
     fn from(task: Task) -> Self {
         Self {
             id: task.id.get(),
-            user_id: task.owner.as_str().to_owned(),
+            user_id: task.owner,
             title: task.title.into_inner(),
             description: task.description.map(Description::into_inner),
             completed: task.completed,
@@ -217,7 +223,7 @@ pub struct ChangesQuery {
 }
 
 /// One page of the caller's changes after a cursor.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChangesResponse {
     /// Tasks created or changed after the cursor, as they are now, in the
     /// order of their latest change; each at most once.
