@@ -434,13 +434,24 @@ impl DieselTaskStore {
                     .await
                     .optional()
             })?,
-            Backend::Sqlite(_) => {
-                let owner_id = owner.as_str().to_owned();
-                let row: Option<SqliteReturned> = with_conn!(@sqlite_read self, [], |conn| {
-                    // As for the list: read on the reader's plain connection.
-                    conn.spawn_blocking(move |c| sync_reads::sqlite_get(c, &owner_id, id.get()))
-                        .await
-                })?;
+            Backend::Sqlite(readers) => {
+                // Here, on this thread's own connection (`PointReads`), or
+                // else as the list: on a reader's plain connection.
+                let here = readers
+                    .points
+                    .read(|c| sync_reads::sqlite_get(c, owner.as_str(), id.get()));
+                let row: Option<SqliteReturned> = match here {
+                    Some(result) => self.settle(pool::Outcome::Done(result))?,
+                    None => {
+                        let owner_id = owner.as_str().to_owned();
+                        with_conn!(@sqlite_read self, [], |conn| {
+                            conn.spawn_blocking(move |c| {
+                                sync_reads::sqlite_get(c, &owner_id, id.get())
+                            })
+                            .await
+                        })?
+                    }
+                };
                 row.map(Row::from)
             }
         };

@@ -30,10 +30,10 @@ impl FromSql<TimestamptzSqlite, Sqlite> for SqliteTs {
     fn from_sql(mut value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
         // Only a value stored as text is read as text: asking SQLite for the
         // text of a number would convert the value in place.
-        if value.value_type() == Some(SqliteType::Text) {
-            if let Some(parsed) = parse_utc(value.read_text()) {
-                return Ok(Self(parsed));
-            }
+        if value.value_type() == Some(SqliteType::Text)
+            && let Some(parsed) = parse_utc(value.read_text())
+        {
+            return Ok(Self(parsed));
         }
         <DateTime<Utc> as FromSql<TimestamptzSqlite, Sqlite>>::from_sql(value).map(Self)
     }

@@ -25,6 +25,7 @@
 //! gone) before its write started is skipped; once started, it commits or
 //! fails with its batch, like a query already sent to a server.
 
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,6 +39,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
+use thread_local::ThreadLocal;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::breaks_connection;
@@ -204,6 +206,8 @@ pub(crate) struct Readers {
     open: Arc<AtomicUsize>,
     /// Reads running.
     busy: Arc<AtomicUsize>,
+    /// Point reads, on the asking thread.
+    pub(crate) points: PointReads,
 }
 
 impl Readers {
@@ -228,6 +232,11 @@ impl Readers {
             threads,
             open,
             busy,
+            points: PointReads {
+                config,
+                conns: Box::new(ThreadLocal::new()),
+                opened: AtomicUsize::new(0),
+            },
         })
     }
 
@@ -280,6 +289,63 @@ impl Readers {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
     }
+}
+
+/// Reads of one row by primary key, run on the thread that asks (an HTTP
+/// worker), each thread with a read-only connection of its own.
+///
+/// The reader threads cost a request two thread switches and two channel
+/// hand-overs, several times what SQLite spends finding one row by its key
+/// (bench/README.md, "SQLite point reads"). A point read is short and
+/// bounded (one B-tree descent, one row of at most about 40 KB of text), so
+/// it runs where it is asked, as a PostgreSQL driver would run its protocol
+/// code. It never waits: its connection has `busy_timeout = 0`, and a busy
+/// database, a connection that cannot be opened or a nested call gives
+/// `None`, so the caller sends the read to the reader threads, which wait
+/// and time out as every other read does.
+///
+/// Bounds: one connection per thread that has asked (the HTTP workers),
+/// closed with the store.
+pub(crate) struct PointReads {
+    config: Arc<WriterConfig>,
+    /// Boxed: the table of per-thread slots is half a kilobyte.
+    conns: Box<ThreadLocal<RefCell<Option<SqliteConnection>>>>,
+    /// Connections opened so far (one per thread, unless one broke).
+    opened: AtomicUsize,
+}
+
+impl PointReads {
+    /// Runs `work` here, or `None` when the reader threads must.
+    pub(crate) fn read<T>(
+        &self,
+        work: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
+    ) -> Option<QueryResult<T>> {
+        let mut slot = self
+            .conns
+            .get_or(|| RefCell::new(None))
+            .try_borrow_mut()
+            .ok()?;
+        if slot.is_none() {
+            *slot = Some(open_plain(&self.config, Role::PointReader).ok()?);
+            self.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        let conn = slot.as_mut()?;
+        match work(conn) {
+            Err(e) if is_busy(&e) => None,
+            result => {
+                if result.as_ref().err().is_some_and(breaks_connection) {
+                    *slot = None;
+                }
+                Some(result)
+            }
+        }
+    }
+}
+
+/// SQLite's "database is locked" (`SQLITE_BUSY`) and "database table is
+/// locked" (`SQLITE_LOCKED`).
+fn is_busy(err: &DieselError) -> bool {
+    matches!(err, DieselError::DatabaseError(_, info) if info.message().contains("is locked"))
 }
 
 /// A reader thread: take a read, run it, answer; until the store is gone.
@@ -369,23 +435,34 @@ fn transaction_depth(conn: &mut SqliteConn) -> Option<u32> {
 enum Role {
     Writer,
     Reader,
+    /// A connection of [`PointReads`], on the thread that asks.
+    PointReader,
 }
 
 fn open(config: &WriterConfig, role: Role) -> QueryResult<SqliteConn> {
+    Ok(SyncConnectionWrapper::with_runtime(
+        open_plain(config, role)?,
+        Inline,
+    ))
+}
+
+fn open_plain(config: &WriterConfig, role: Role) -> QueryResult<SqliteConnection> {
     let mut conn = SqliteConnection::establish(&config.path)
         .map_err(|e| unavailable(&format!("could not open the database: {e}")))?;
     // Writer: FULL, a commit returns once the WAL is synced, so an
     // acknowledged write survives a crash of the process or the machine.
-    // Reader: `query_only`, a statement that would write fails.
-    let role = match role {
-        Role::Writer => "PRAGMA synchronous = FULL;",
-        Role::Reader => "PRAGMA query_only = ON;",
+    // Readers: `query_only`, a statement that would write fails. A point
+    // reader never waits for a lock (`busy_timeout = 0`): it must not hold
+    // its worker thread, and a busy answer sends the read to the readers.
+    let (busy_ms, role) = match role {
+        Role::Writer => (config.busy_ms, "PRAGMA synchronous = FULL;"),
+        Role::Reader => (config.busy_ms, "PRAGMA query_only = ON;"),
+        Role::PointReader => (0, "PRAGMA query_only = ON;"),
     };
     conn.batch_execute(&format!(
-        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; {role}",
-        config.busy_ms
+        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; {role}"
     ))?;
-    Ok(SyncConnectionWrapper::with_runtime(conn, Inline))
+    Ok(conn)
 }
 
 /// The writer thread: batch, run, commit, answer; until the store is gone.
@@ -607,6 +684,58 @@ mod tests {
         });
         running.await.unwrap();
         release
+    }
+
+    /// A get runs on the asking thread's own connection; while another
+    /// process holds the database exclusively, the point read steps aside
+    /// at once (no busy wait on the worker) and the reader threads answer
+    /// once the lock is gone, within the query timeout.
+    #[tokio::test(flavor = "current_thread")]
+    async fn point_reads_run_here_and_step_aside_when_the_database_is_busy() {
+        use tasks_domain::{OwnerId, TaskId};
+        use tasks_ports::TaskRepository as _;
+
+        let (store, dir) = store("points").await;
+        let Backend::Sqlite(readers) = &store.backend else {
+            panic!("an SQLite store")
+        };
+        let opened = || AtomicUsize::load(&readers.points.opened, Ordering::Relaxed);
+        let owner = OwnerId::parse("alice").unwrap();
+        // Before the service has opened anything, another connection takes
+        // the file for itself, with a task in its open transaction.
+        let mut holder =
+            SqliteConnection::establish(&dir.join("tasks.db").to_string_lossy()).unwrap();
+        holder
+            .batch_execute(
+                "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; \
+                 INSERT INTO tasks (id, user_id, title, completed, created_at, updated_at) \
+                 VALUES (7, 'alice', 'held', 0, '2026-01-01 00:00:00+00:00', \
+                 '2026-01-01 00:00:00+00:00');",
+            )
+            .unwrap();
+        let here = readers.points.read(|c| {
+            diesel::RunQueryDsl::get_result::<crate::rows::Count>(
+                diesel::sql_query("SELECT count(*) AS n FROM tasks"),
+                c,
+            )
+        });
+        assert!(here.is_none(), "a busy point read must step aside");
+        let getter = store.clone();
+        let (who, id) = (owner.clone(), TaskId::new(7));
+        let waiting = tokio::spawn(async move { getter.get(&who, id).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the reader waits for the lock");
+        holder.batch_execute("COMMIT;").unwrap();
+        drop(holder);
+        let got = waiting.await.unwrap().unwrap().unwrap();
+        assert_eq!(got.title.as_str(), "held");
+        // Point reads work again, on one connection for this thread.
+        let got = store.get(&owner, id).await.unwrap().unwrap();
+        assert_eq!(got.title.as_str(), "held");
+        assert!(store.get(&owner, id).await.unwrap().is_some());
+        assert_eq!(opened(), 1);
+        let stranger = OwnerId::parse("bob").unwrap();
+        assert!(store.get(&stranger, id).await.unwrap().is_none());
     }
 
     async fn queued(store: &DieselTaskStore, n: usize) {
