@@ -10,6 +10,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod json;
 pub mod live;
 pub mod metrics;
 pub mod middleware;

@@ -96,7 +96,9 @@ fn revalidated(
     if not_modified {
         response.finish()
     } else {
-        response.json(body)
+        response
+            .content_type("application/json")
+            .body(crate::json::task_array(body))
     }
 }
 
@@ -246,8 +248,7 @@ impl Listing {
                 buf.push(b',');
             }
             let before = buf.len();
-            serde_json::to_writer(&mut buf, &owned(task, &self.owner)?)
-                .map_err(actix_web::error::ErrorInternalServerError)?;
+            crate::json::write_task(&mut buf, &owned(task, &self.owner)?);
             self.written += 1;
             self.batch_rows += 1;
             self.batch_bytes += buf.len() - before;
