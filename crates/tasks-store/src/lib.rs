@@ -41,6 +41,7 @@ mod pool;
 mod replica;
 mod rows;
 mod schema;
+mod statements;
 mod timestamps;
 mod writer;
 
@@ -407,16 +408,16 @@ impl DieselTaskStore {
             Backend::Sqlite(_) => {
                 let completed = filter.completed();
                 let owner_id = owner.as_str().to_owned();
-                let rows: Vec<SqliteReturned> = with_conn!(@sqlite_read self, [], |conn| {
+                let rows = with_conn!(@sqlite_read self, [], |conn| {
                     // diesel's own `load` on the plain connection (inline, on
                     // the reader thread): each row is read straight from the
                     // statement, without the wrapper's owned copy of it.
                     conn.spawn_blocking(move |c| {
-                        sync_reads::sqlite_list(c, &owner_id, up_to, limit, completed)
+                        statements::list(c, &owner_id, up_to, limit, completed)
                     })
                     .await
                 })?;
-                rows.into_iter().map(Row::from).collect()
+                rows.into_iter().map(statements::into_row).collect()
             }
         };
         into_tasks(rows, owner)
@@ -439,20 +440,18 @@ impl DieselTaskStore {
                 // else as the list: on a reader's plain connection.
                 let here = readers
                     .points
-                    .read(|c| sync_reads::sqlite_get(c, owner.as_str(), id.get()));
-                let row: Option<SqliteReturned> = match here {
+                    .read(|c| statements::get(c, owner.as_str(), id.get()));
+                let row = match here {
                     Some(result) => self.settle(pool::Outcome::Done(result))?,
                     None => {
                         let owner_id = owner.as_str().to_owned();
                         with_conn!(@sqlite_read self, [], |conn| {
-                            conn.spawn_blocking(move |c| {
-                                sync_reads::sqlite_get(c, &owner_id, id.get())
-                            })
-                            .await
+                            conn.spawn_blocking(move |c| statements::get(c, &owner_id, id.get()))
+                                .await
                         })?
                     }
                 };
-                row.map(Row::from)
+                row.map(statements::into_row)
             }
         };
         row.map(|r| into_task(r, owner)).transpose()
@@ -552,70 +551,6 @@ pub(crate) const SQLITE_CREATE: &str =
 SELECT ?1, ?3, ?4, 0, ?5, ?5
 WHERE (SELECT count(*) FROM tasks WHERE user_id = ?1) < ?2
 RETURNING id, user_id, title, description, completed, created_at, updated_at";
-
-/// The SQLite list, newest first. `LIMIT ?3 + 0`, not `LIMIT ?3`: SQLite
-/// (the bundled 3.53, `computeLimitRegisters`) reads a bare bound `LIMIT`
-/// while planning and marks the
-/// statement to be prepared again whenever that parameter is bound, so
-/// every list re-prepared its cached statement (6% of a list's
-/// instructions, bench/README.md); an expression is evaluated at run time
-/// and the cached statement is reused. The plan is the same: a backwards
-/// range of `idx_task_user_id (user_id, id)`, or of
-/// `idx_task_user_completed (user_id, completed, id)` with a status.
-const SQLITE_LIST: &str =
-    "SELECT id, user_id, title, description, completed, created_at, updated_at
-FROM tasks WHERE user_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3 + 0";
-
-/// [`SQLITE_LIST`] with a status filter.
-const SQLITE_LIST_BY_STATUS: &str =
-    "SELECT id, user_id, title, description, completed, created_at, updated_at
-FROM tasks WHERE user_id = ?1 AND id <= ?2 AND completed = ?4 ORDER BY id DESC LIMIT ?3 + 0";
-
-/// One task by id and owner, on SQLite (the same columns as the list).
-const SQLITE_GET: &str = "SELECT id, user_id, title, description, completed, created_at, updated_at
-FROM tasks WHERE id = ?1 AND user_id = ?2";
-
-/// SQLite reads on the plain connection, with diesel's synchronous
-/// `RunQueryDsl` (in a module of its own, beside diesel-async's).
-mod sync_reads {
-    use diesel::OptionalExtension as _;
-    use diesel::RunQueryDsl as _;
-    use diesel::sql_types::{BigInt, Bool, Text};
-
-    use crate::rows::SqliteReturned;
-
-    pub(super) fn sqlite_list(
-        conn: &mut diesel::sqlite::SqliteConnection,
-        owner: &str,
-        up_to: i64,
-        limit: i64,
-        completed: Option<bool>,
-    ) -> diesel::QueryResult<Vec<SqliteReturned>> {
-        let query = diesel::sql_query(match completed {
-            None => super::SQLITE_LIST,
-            Some(_) => super::SQLITE_LIST_BY_STATUS,
-        })
-        .bind::<Text, _>(owner)
-        .bind::<BigInt, _>(up_to)
-        .bind::<BigInt, _>(limit);
-        match completed {
-            None => query.load(conn),
-            Some(done) => query.bind::<Bool, _>(done).load(conn),
-        }
-    }
-
-    pub(super) fn sqlite_get(
-        conn: &mut diesel::sqlite::SqliteConnection,
-        owner: &str,
-        id: i64,
-    ) -> diesel::QueryResult<Option<SqliteReturned>> {
-        diesel::sql_query(super::SQLITE_GET)
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(owner)
-            .get_result(conn)
-            .optional()
-    }
-}
 
 /// Deletes a task and gives its slot back to its owner, in one statement.
 const PG_DELETE: &str = "WITH gone AS (
