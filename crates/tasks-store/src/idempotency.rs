@@ -43,7 +43,7 @@ use tasks_ports::{IdempotencyKey, IdempotentCreate, RepoError};
 use crate::DieselTaskStore;
 use crate::pool::Backend;
 use crate::pool::with_conn;
-use crate::rows::{Row, SqliteReturned, into_task};
+use crate::rows::{Row, into_task};
 use crate::writer::SqliteConn;
 
 /// The status stored for a create that hit the task limit.
@@ -336,7 +336,6 @@ async fn pg_keyed(conn: &mut AsyncPgConnection, c: &Call<'_>) -> QueryResult<Fou
 /// The SQLite statements of one call, in one savepoint of the writer's
 /// batch (`writer.rs`).
 async fn sqlite_keyed(conn: &mut SqliteConn, c: &Call<'_>) -> QueryResult<Found> {
-    use diesel::sql_types::TimestamptzSqlite;
     let claimed = diesel::sql_query(SQLITE_LOOKUP)
         .bind::<Text, _>(c.owner)
         .bind::<Text, _>(c.key.scope)
@@ -356,16 +355,18 @@ async fn sqlite_keyed(conn: &mut SqliteConn, c: &Call<'_>) -> QueryResult<Found>
     if let Some(first_expiry) = full(&held, c.key) {
         return Ok(Found::Full(first_expiry));
     }
-    let row = diesel::sql_query(crate::SQLITE_CREATE)
-        .bind::<Text, _>(c.owner)
-        .bind::<BigInt, _>(c.limit)
-        .bind::<Text, _>(c.title)
-        .bind::<Nullable<Text>, _>(c.description)
-        .bind::<TimestamptzSqlite, _>(c.now)
-        .get_result::<SqliteReturned>(conn)
-        .await
-        .optional()?
-        .map(Row::from);
+    let row = crate::statements::SqliteCreate {
+        owner: c.owner,
+        limit: c.limit,
+        title: c.title,
+        description: c.description,
+        now: c.now,
+        _borrows: std::marker::PhantomData,
+    }
+    .get_result::<crate::statements::SqliteRow>(conn)
+    .await
+    .optional()?
+    .map(crate::statements::into_row);
     let (status, task_id) = match &row {
         Some(row) => (CREATED_STATUS, Some(row.0)),
         None => (LIMIT_STATUS, None),

@@ -60,9 +60,7 @@ pub use migrate::run_migrations;
 pub use pool::{DieselTaskStore, PoolStats};
 
 use pool::{Backend, DISK_FULL_WINDOW, with_conn};
-use rows::{
-    Count, PgReturned, Row, SqliteReturned, columns, into_task, into_tasks, owned_if_current,
-};
+use rows::{Row, columns, into_task, into_tasks, owned_if_current};
 
 #[async_trait]
 impl TaskRepository for DieselTaskStore {
@@ -117,7 +115,6 @@ impl TaskRepository for DieselTaskStore {
         max_tasks: u32,
     ) -> Result<Option<Task>, RepoError> {
         let _writing = self.writing(owner);
-        use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, TimestamptzSqlite};
         let _timer = self.timer("create");
         let now = tasks_domain::now();
         let title = task.title.as_str();
@@ -125,30 +122,33 @@ impl TaskRepository for DieselTaskStore {
         let limit = i64::from(max_tasks);
         let row: Option<Row> = match &self.backend {
             Backend::Postgres { pool, tls } => with_conn!(@pg self, pool, tls, |conn| {
-                diesel::sql_query(PG_CREATE)
-                    .bind::<Text, _>(owner.as_str())
-                    .bind::<BigInt, _>(limit)
-                    .bind::<Text, _>(title)
-                    .bind::<Nullable<Text>, _>(description)
-                    .bind::<Timestamptz, _>(now)
-                    .get_result::<PgReturned>(conn)
-                    .await
-                    .optional()
-            })?
-            .map(Row::from),
+                statements::PgCreate {
+                    owner: owner.as_str(),
+                    limit,
+                    title,
+                    description,
+                    now,
+                    _borrows: std::marker::PhantomData,
+                }
+                .get_result::<Row>(conn)
+                .await
+                .optional()
+            })?,
             Backend::Sqlite(_) => {
                 with_conn!(@sqlite_write self, [owner, title, description], |conn| {
-                    diesel::sql_query(SQLITE_CREATE)
-                        .bind::<Text, _>(owner.as_str())
-                        .bind::<BigInt, _>(limit)
-                        .bind::<Text, _>(title)
-                        .bind::<Nullable<Text>, _>(description)
-                        .bind::<TimestamptzSqlite, _>(now)
-                        .get_result::<SqliteReturned>(conn)
-                        .await
-                        .optional()
+                    statements::SqliteCreate {
+                        owner: owner.as_str(),
+                        limit,
+                        title: &title,
+                        description: description.as_deref(),
+                        now,
+                        _borrows: std::marker::PhantomData,
+                    }
+                    .get_result::<statements::SqliteRow>(conn)
+                    .await
+                    .optional()
                 })?
-                .map(Row::from)
+                .map(statements::into_row)
             }
         };
         self.note_write();
@@ -271,21 +271,19 @@ impl TaskRepository for DieselTaskStore {
     ) -> Result<Written<()>, RepoError> {
         let (accepted, unconditional) = precondition(expected);
         let _writing = self.writing(owner);
-        use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz};
         let _timer = self.timer("delete");
         let deleted: i64 = match &self.backend {
-            Backend::Postgres { pool, tls } => {
-                with_conn!(@pg self, pool, tls, |conn| {
-                    diesel::sql_query(PG_DELETE)
-                        .bind::<BigInt, _>(id.get())
-                        .bind::<Text, _>(owner.as_str())
-                        .bind::<Array<Timestamptz>, _>(&accepted)
-                        .bind::<Bool, _>(unconditional)
-                        .get_result::<Count>(conn)
-                        .await
-                })?
-                .n
-            }
+            Backend::Postgres { pool, tls } => with_conn!(@pg self, pool, tls, |conn| {
+                statements::PgDelete {
+                    id: id.get(),
+                    owner: owner.as_str(),
+                    accepted: &accepted,
+                    unconditional,
+                    _borrows: std::marker::PhantomData,
+                }
+                .get_result::<i64>(conn)
+                .await
+            })?,
             Backend::Sqlite(_) => {
                 let n: usize = with_conn!(@sqlite_write self, [owner], |conn| {
                     diesel::delete(owned_if_current!(
@@ -531,32 +529,3 @@ impl Drop for Writing<'_> {
         }
     }
 }
-
-/// Creates a task only while its owner holds fewer than the limit. The
-/// owner's row in `task_counts` is bumped by an upsert whose `WHERE` sees the
-/// latest committed count under the row lock, in the same statement as the
-/// insert: concurrent creates cannot overshoot the limit.
-const PG_CREATE: &str = "WITH slot AS (
-    INSERT INTO task_counts AS c (user_id, tasks) VALUES ($1, 1)
-    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1 WHERE c.tasks < $2
-    RETURNING 1)
-INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)
-SELECT $1, $3, $4, FALSE, $5, $5 FROM slot
-RETURNING id, user_id, title, description, completed, created_at, updated_at";
-
-/// SQLite runs one writer at a time and a write statement takes the write
-/// lock before it reads, so the count it checks cannot change under it.
-pub(crate) const SQLITE_CREATE: &str =
-    "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)
-SELECT ?1, ?3, ?4, 0, ?5, ?5
-WHERE (SELECT count(*) FROM tasks WHERE user_id = ?1) < ?2
-RETURNING id, user_id, title, description, completed, created_at, updated_at";
-
-/// Deletes a task and gives its slot back to its owner, in one statement.
-const PG_DELETE: &str = "WITH gone AS (
-    DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND (updated_at = ANY($3) OR $4)
-    RETURNING user_id),
-freed AS (
-    UPDATE task_counts SET tasks = GREATEST(tasks - 1, 0)
-    FROM gone WHERE task_counts.user_id = gone.user_id RETURNING 1)
-SELECT count(*) AS n FROM gone";

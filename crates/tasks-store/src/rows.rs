@@ -99,50 +99,6 @@ pub(crate) fn into_tasks(rows: Vec<Row>, owner: &OwnerId) -> Result<Vec<Task>, R
     rows.into_iter().map(|row| into_task(row, owner)).collect()
 }
 
-/// A row of `RETURNING` from the raw statements (create), per backend: the
-/// timestamps' SQL types differ.
-macro_rules! returned_row {
-    ($name:ident, $ts:ty, $rust_ts:ty) => {
-        #[derive(diesel::QueryableByName)]
-        pub(crate) struct $name {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            id: i64,
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            user_id: String,
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            title: String,
-            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-            description: Option<String>,
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            completed: bool,
-            #[diesel(sql_type = $ts)]
-            created_at: $rust_ts,
-            #[diesel(sql_type = $ts)]
-            updated_at: $rust_ts,
-        }
-
-        impl From<$name> for Row {
-            fn from(r: $name) -> Row {
-                (
-                    r.id,
-                    r.user_id,
-                    r.title,
-                    r.description,
-                    r.completed,
-                    r.created_at.into(),
-                    r.updated_at.into(),
-                )
-            }
-        }
-    };
-}
-returned_row!(PgReturned, diesel::sql_types::Timestamptz, DateTime<Utc>);
-returned_row!(
-    SqliteReturned,
-    diesel::sql_types::TimestamptzSqlite,
-    SqliteTs
-);
-
 /// A row of the change-log read (`changes.rs`), per backend: the owner's
 /// head version and purge mark on every row, then one entry of the page
 /// (all `NULL` when the page is empty), the task's columns `NULL` for a

@@ -14,8 +14,10 @@
 //! own type with a static query id, which is what diesel's statement cache
 //! keys on; their rows are read by position.
 
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, TimestamptzSqlite};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, TimestamptzSqlite};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
@@ -48,11 +50,13 @@ pub(crate) fn into_row(r: SqliteRow) -> Row {
     (r.0, r.1, r.2, r.3, r.4, r.5.into(), r.6.into())
 }
 
-/// A cached statement: `$name`, its binds, and its SQL as text and binds
-/// in order (diesel writes each bind's `?`).
+/// A cached statement: `$name` for backend `$db`, returning rows of
+/// `$row`, with its binds, and its SQL as text and binds in order (diesel
+/// writes each bind's placeholder: `?` on SQLite, `$n` on PostgreSQL, so a
+/// value used twice is bound twice).
 macro_rules! statement {
     (
-        $name:ident { $($field:ident: $rust:ty),* $(,)? }
+        $db:ty, $row:ty, $name:ident { $($field:ident: $rust:ty),* $(,)? }
         $(sql $sql:literal $(bind $bind:ident: $st:ty)?)*
     ) => {
         pub(crate) struct $name<'a> {
@@ -66,11 +70,11 @@ macro_rules! statement {
         }
 
         impl Query for $name<'_> {
-            type SqlType = TaskColumns;
+            type SqlType = $row;
         }
 
-        impl QueryFragment<Sqlite> for $name<'_> {
-            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        impl QueryFragment<$db> for $name<'_> {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, $db>) -> QueryResult<()> {
                 $(
                     out.push_sql($sql);
                     $(out.push_bind_param::<$st, _>(&self.$bind)?;)?
@@ -78,19 +82,28 @@ macro_rules! statement {
                 Ok(())
             }
         }
-
-        impl RunQueryDsl<SqliteConnection> for $name<'_> {}
     };
 }
 
-statement!(List { owner: &'a str, up_to: i64, limit: i64 }
+/// The task columns as PostgreSQL returns them.
+type PgTaskColumns = (
+    BigInt,
+    Text,
+    Text,
+    Nullable<Text>,
+    Bool,
+    Timestamptz,
+    Timestamptz,
+);
+
+statement!(Sqlite, TaskColumns, List { owner: &'a str, up_to: i64, limit: i64 }
     sql "SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks WHERE user_id = " bind owner: Text
     sql " AND id <= " bind up_to: BigInt
     sql " ORDER BY id DESC LIMIT " bind limit: BigInt
     sql " + 0"
 );
 
-statement!(ListByStatus { owner: &'a str, up_to: i64, limit: i64, completed: bool }
+statement!(Sqlite, TaskColumns, ListByStatus { owner: &'a str, up_to: i64, limit: i64, completed: bool }
     sql "SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks WHERE user_id = " bind owner: Text
     sql " AND id <= " bind up_to: BigInt
     sql " AND completed = " bind completed: Bool
@@ -98,9 +111,65 @@ statement!(ListByStatus { owner: &'a str, up_to: i64, limit: i64, completed: boo
     sql " + 0"
 );
 
-statement!(Get { id: i64, owner: &'a str }
+statement!(Sqlite, TaskColumns, Get { id: i64, owner: &'a str }
     sql "SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks WHERE id = " bind id: BigInt
     sql " AND user_id = " bind owner: Text
+);
+
+// Read on a plain connection (diesel's synchronous `RunQueryDsl`).
+impl RunQueryDsl<SqliteConnection> for List<'_> {}
+impl RunQueryDsl<SqliteConnection> for ListByStatus<'_> {}
+impl RunQueryDsl<SqliteConnection> for Get<'_> {}
+
+// Creates a task only while its owner holds fewer than the limit. The
+// owner's row in `task_counts` is bumped by an upsert whose `WHERE` sees the
+// latest committed count under the row lock, in the same statement as the
+// insert: concurrent creates cannot overshoot the limit.
+statement!(Pg, PgTaskColumns, PgCreate {
+    owner: &'a str, limit: i64, title: &'a str, description: Option<&'a str>, now: DateTime<Utc>,
+}
+    sql "WITH slot AS (INSERT INTO task_counts AS c (user_id, tasks) VALUES (" bind owner: Text
+    sql ", 1) ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1 WHERE c.tasks < " bind limit: BigInt
+    sql " RETURNING 1) \
+        INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) \
+        SELECT " bind owner: Text
+    sql ", " bind title: Text
+    sql ", " bind description: Nullable<Text>
+    sql ", FALSE, " bind now: Timestamptz
+    sql ", " bind now: Timestamptz
+    sql " FROM slot \
+        RETURNING id, user_id, title, description, completed, created_at, updated_at"
+);
+
+// SQLite runs one writer at a time and a write statement takes the write
+// lock before it reads, so the count it checks cannot change under it.
+statement!(Sqlite, TaskColumns, SqliteCreate {
+    owner: &'a str, limit: i64, title: &'a str, description: Option<&'a str>, now: DateTime<Utc>,
+}
+    sql "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) \
+        SELECT " bind owner: Text
+    sql ", " bind title: Text
+    sql ", " bind description: Nullable<Text>
+    sql ", 0, " bind now: TimestamptzSqlite
+    sql ", " bind now: TimestamptzSqlite
+    sql " WHERE (SELECT count(*) FROM tasks WHERE user_id = " bind owner: Text
+    sql ") < " bind limit: BigInt
+    sql " RETURNING id, user_id, title, description, completed, created_at, updated_at"
+);
+
+// Deletes a task and gives its slot back to its owner, in one statement;
+// the number of tasks deleted (0 or 1).
+statement!(Pg, BigInt, PgDelete {
+    id: i64, owner: &'a str, accepted: &'a [DateTime<Utc>], unconditional: bool,
+}
+    sql "WITH gone AS (DELETE FROM tasks WHERE id = " bind id: BigInt
+    sql " AND user_id = " bind owner: Text
+    sql " AND (updated_at = ANY(" bind accepted: Array<Timestamptz>
+    sql ") OR " bind unconditional: Bool
+    sql ") RETURNING user_id), \
+        freed AS (UPDATE task_counts SET tasks = GREATEST(tasks - 1, 0) \
+        FROM gone WHERE task_counts.user_id = gone.user_id RETURNING 1) \
+        SELECT count(*) FROM gone"
 );
 
 /// The newest `limit` tasks of `owner` with an id up to `up_to`, of one
