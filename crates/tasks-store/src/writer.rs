@@ -903,3 +903,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+mod build_tests {
+    use diesel::Connection as _;
+
+    /// `.cargo/config.toml` builds SQLite in multi-thread mode (no mutex per
+    /// call; each connection is one thread's at a time).
+    #[test]
+    fn sqlite_is_built_multi_threaded() {
+        #[derive(diesel::QueryableByName)]
+        struct CompileOption {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            compile_options: String,
+        }
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        let options: Vec<CompileOption> =
+            diesel::RunQueryDsl::load(diesel::sql_query("PRAGMA compile_options"), &mut conn)
+                .unwrap();
+        let options: Vec<String> = options.into_iter().map(|o| o.compile_options).collect();
+        assert!(
+            options.iter().any(|o| o == "THREADSAFE=2"),
+            "is LIBSQLITE3_FLAGS overridden? {options:?}"
+        );
+    }
+}
