@@ -39,6 +39,17 @@ pub fn task_array(tasks: &[TaskResponse]) -> Vec<u8> {
     out
 }
 
+/// One task's JSON object in a buffer of its own (single-task answers).
+#[must_use]
+pub fn task_object(task: &TaskResponse) -> Vec<u8> {
+    let strings = task.user_id.as_str().len()
+        + task.title.len()
+        + task.description.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(FIXED_BYTES + strings + strings / 8);
+    write_task(&mut out, task);
+    out
+}
+
 /// One task's JSON object, as its `Serialize` derive writes it.
 pub fn write_task(out: &mut Vec<u8>, task: &TaskResponse) {
     out.extend_from_slice(b"{\"id\":");
@@ -172,6 +183,9 @@ mod tests {
             serde_json::to_string(&tasks).unwrap()
         );
         assert_eq!(task_array(&[]), b"[]");
+        for task in &tasks {
+            assert_eq!(task_object(task), serde_json::to_vec(task).unwrap());
+        }
     }
 
     proptest! {

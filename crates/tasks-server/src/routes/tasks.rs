@@ -14,6 +14,7 @@ use crate::dto::{CreateTaskRequest, ListQuery, TaskResponse, UpdateTaskRequest};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, JsonBody, TaskIdPath};
 use crate::idempotency;
+use crate::json;
 use crate::routes::listing::{self, Page, owned};
 use crate::routes::responses::{
     AuthenticatedErrors, BodyTooLarge, NotModified, PartialUpdateResponses, PreconditionFailed,
@@ -29,7 +30,8 @@ fn written(outcome: Written<Task>, caller: &OwnerId) -> Result<HttpResponse, Api
             let body = owned(task, caller)?;
             Ok(HttpResponse::Ok()
                 .insert_header((header::ETAG, task_etag(&body)))
-                .json(body))
+                .content_type("application/json")
+                .body(json::task_object(&body)))
         }
         Written::NotFound => Err(ApiError::TaskNotFound),
         Written::PreconditionFailed => Err(ApiError::PreconditionFailed),
@@ -169,7 +171,8 @@ fn created(task: Task, caller: &OwnerId) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/tasks/{}", body.id)))
         .insert_header((header::ETAG, task_etag(&body)))
-        .json(body))
+        .content_type("application/json")
+        .body(json::task_object(&body)))
 }
 
 /// Get one of the caller's tasks.
@@ -211,7 +214,8 @@ pub async fn get_task(
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag))
-        .json(body))
+        .content_type("application/json")
+        .body(json::task_object(&body)))
 }
 
 /// Update some fields of one of the caller's tasks.
