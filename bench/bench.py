@@ -432,13 +432,35 @@ def pg_client_cap() -> int:
     return _PG_CAP
 
 
+def pgbench_latency_percentiles(prefix: Path) -> dict:
+    """p50/p99 in microseconds from pgbench's per-transaction logs (`-l`:
+    one line per transaction, its latency in us in the third field), which
+    are deleted once read (tens of MB per run)."""
+    lat: list[int] = []
+    for f in prefix.parent.glob(prefix.name + ".*"):
+        with open(f) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].isdigit():
+                    lat.append(int(parts[2]))
+        f.unlink()
+    if not lat:
+        return {}
+    lat.sort()
+    pick = lambda q: float(lat[min(len(lat) - 1, int(q * len(lat)))])  # noqa: E731
+    return {"p50_us": pick(0.50), "p99_us": pick(0.99)}
+
+
 def run_pgbench(scenario: str, clients: int, duration: int, out: Path) -> dict:
     ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     defs = {"users": USERS, "ntasks": NTASKS, "tpu": TPU, "pad": PAD, "ts": ts,
             "title": "bench-create", "descr": "created-by-pgbench",
             "title2": "bench-update", "descr2": "updated-by-pgbench"}
     cmd = ["taskset", "-c", CLIENT_CPU, "pgbench", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER,
-           "-n", "-M", "prepared", "-j1", "-c", str(clients), "-T", str(duration), "-r"]
+           "-n", "-M", "prepared", "-j1", "-c", str(clients), "-T", str(duration), "-r",
+           # Latencies of one transaction in ten, for p50/p99 (pgbench
+           # prints only the mean); sampled to keep the logging cheap.
+           "-l", "--sampling-rate=0.1", f"--log-prefix={out.with_suffix('')}-txlog"]
     for k, v in defs.items():
         cmd += ["-D", f"{k}={v}"]
     for script, weight in PGBENCH_SCRIPTS[scenario]:
@@ -455,6 +477,7 @@ def run_pgbench(scenario: str, clients: int, duration: int, out: Path) -> dict:
         r["failed"] = int(fm.group(1))
     if lm := re.search(r"latency average = ([\d.]+) ms", p.stdout):
         r["latency_avg_ms"] = float(lm.group(1))
+    r.update(pgbench_latency_percentiles(Path(f"{out.with_suffix('')}-txlog")))
     return r
 
 
@@ -911,6 +934,10 @@ def aggregate(row: dict, health: dict) -> None:
         row["ceiling"] = dict(ceil[-1], tps=med(c["tps"] for c in ceil))
         row["ratio"] = med(r["service"]["rps"] / r["ceiling"]["tps"] for r in runs
                            if r.get("ceiling") and r["ceiling"]["tps"])
+        row["ceiling"]["p99_us"] = med(c.get("p99_us") for c in ceil)
+        row["p99_ratio"] = med(r["service"]["p99_us"] / r["ceiling"]["p99_us"] for r in runs
+                               if r.get("ceiling") and r["ceiling"].get("p99_us")
+                               and r["service"].get("p99_us"))
     hr = [r["service"]["rps"] / health[(row["backend"], row["conns"], r["round"])]
           for r in runs if health.get((row["backend"], row["conns"], r["round"]))]
     row["health_ratio"] = med(hr)
@@ -1000,6 +1027,10 @@ def checks(rows: list[dict], cold: list[float] | None) -> list[str]:
             want = {"list": 0.85, "mixed": 0.80}.get(row["scenario"])
             if want:
                 add(ratio >= want, f"{name}: {100 * ratio:.0f}% of pgbench (>= {100 * want:.0f}%, issue 11)")
+            if row.get("p99_ratio") is not None:
+                add(row["p99_ratio"] <= 2.0,
+                    f"{name}: p99 {fmt_ms(s['p99_us'])} ms, {row['p99_ratio']:.2f}x pgbench's "
+                    f"{fmt_ms(row['ceiling']['p99_us'])} ms (<= 2x, issue 11)")
         if row["conns"] == 256 and row["scenario"] in ("list", "get"):
             add(s["p99_us"] < 25000, f"{name}: p99 {fmt_ms(s['p99_us'])} ms (< 25 ms)")
         if row["backend"] == "sqlite" and row["scenario"] == "list":
