@@ -221,30 +221,17 @@ pub(crate) fn get(
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use diesel::Connection as _;
     use diesel::connection::InstrumentationEvent;
 
     use super::*;
-    use crate::{DatabaseLocation, StoreConfig};
 
     /// Each statement is prepared once per connection, whatever its binds,
     /// and reads what it should.
     #[tokio::test(flavor = "current_thread")]
     async fn statements_are_prepared_once_and_read_by_position() {
-        let dir = std::env::temp_dir().join(format!("tasks_statements_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = StoreConfig {
-            location: DatabaseLocation::Sqlite(dir.join("tasks.db")),
-            pool_size: 1,
-            connect_timeout: Duration::from_secs(10),
-            query_timeout: Duration::from_secs(10),
-            prepared_statements: true,
-            read_replica: None,
-            write_queue: 16,
-        };
-        crate::run_migrations(&config).await.unwrap();
+        let (_store, dir) = crate::writer::tests::store("statements").await;
         let mut conn =
             SqliteConnection::establish(&dir.join("tasks.db").to_string_lossy()).unwrap();
         diesel::sql_query(

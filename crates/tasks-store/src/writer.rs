@@ -613,7 +613,7 @@ impl<T: Send + 'static> Owned for Vec<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use diesel::sql_types::Text;
     use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
@@ -621,7 +621,9 @@ mod tests {
     use crate::pool::Backend;
     use crate::{DatabaseLocation, DieselTaskStore, StoreConfig};
 
-    async fn store(name: &str) -> (Arc<DieselTaskStore>, std::path::PathBuf) {
+    /// A migrated SQLite store in a fresh temporary directory, and that
+    /// directory.
+    pub(crate) async fn store(name: &str) -> (Arc<DieselTaskStore>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("tasks_writer_{name}_{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = StoreConfig {
