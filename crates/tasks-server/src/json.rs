@@ -1,4 +1,5 @@
-//! Lists of tasks as JSON, written straight into one response buffer.
+//! Tasks as JSON (lists and single-task answers), written straight into
+//! one response buffer.
 //!
 //! A list answer is most of what the service sends, and a callgrind profile
 //! of `GET /api/tasks` (100 tasks, bench/README.md) put serde_json's string
@@ -9,8 +10,9 @@
 //! fixed-width bytes and its three free-text strings escaped exactly as
 //! serde_json escapes them, into a buffer sized once for the whole list.
 //! The output is byte for byte serde_json's (the `Serialize` derive of
-//! [`TaskResponse`] stays the reference: single tasks, the change feed and
-//! the OpenAPI schema use it), which the tests check on arbitrary strings.
+//! [`TaskResponse`] stays the reference: the change feed, the live events
+//! and the OpenAPI schema use it), which the tests check on arbitrary
+//! strings.
 
 use crate::dto::{TaskResponse, rfc3339_utc_bytes};
 
@@ -21,13 +23,7 @@ const FIXED_BYTES: usize = 160;
 /// The JSON array of `tasks`, as `serde_json::to_vec` would write it.
 #[must_use]
 pub fn task_array(tasks: &[TaskResponse]) -> Vec<u8> {
-    let strings: usize = tasks
-        .iter()
-        .map(|t| {
-            t.user_id.as_str().len() + t.title.len() + t.description.as_ref().map_or(0, String::len)
-        })
-        .sum();
-    let mut out = Vec::with_capacity(2 + tasks.len() * (FIXED_BYTES + 1) + strings + strings / 8);
+    let mut out = Vec::with_capacity(2 + tasks.iter().map(|t| size(t) + 1).sum::<usize>());
     out.push(b'[');
     for (i, task) in tasks.iter().enumerate() {
         if i > 0 {
@@ -42,12 +38,18 @@ pub fn task_array(tasks: &[TaskResponse]) -> Vec<u8> {
 /// One task's JSON object in a buffer of its own (single-task answers).
 #[must_use]
 pub fn task_object(task: &TaskResponse) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size(task));
+    write_task(&mut out, task);
+    out
+}
+
+/// About the size of `task`'s JSON: the fixed part, its strings, and room
+/// for some escapes.
+fn size(task: &TaskResponse) -> usize {
     let strings = task.user_id.as_str().len()
         + task.title.len()
         + task.description.as_ref().map_or(0, String::len);
-    let mut out = Vec::with_capacity(FIXED_BYTES + strings + strings / 8);
-    write_task(&mut out, task);
-    out
+    FIXED_BYTES + strings + strings / 8
 }
 
 /// One task's JSON object, as its `Serialize` derive writes it.

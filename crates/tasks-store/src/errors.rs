@@ -98,8 +98,6 @@ fn is_transient(err: &DieselError) -> bool {
                     "too many connections",
                     "canceling statement due to",
                     "connection",
-                    "database is locked",
-                    "database table is locked",
                     "disk I/O error",
                     "unable to open database",
                     "out of memory",
@@ -107,10 +105,20 @@ fn is_transient(err: &DieselError) -> bool {
                     "lock timeout",
                 ];
                 let message = info.message();
-                TRANSIENT.iter().any(|needle| message.contains(needle))
+                TRANSIENT.iter().any(|needle| message.contains(needle)) || is_busy(err)
             }
         },
         DieselError::BrokenTransactionManager => true,
         _ => false,
     }
+}
+
+/// SQLite's lock contention: "database is locked" (`SQLITE_BUSY`) and
+/// "database table is locked" (`SQLITE_LOCKED`), which reach diesel as
+/// `Unknown` with only their message.
+pub(crate) fn is_busy(err: &DieselError) -> bool {
+    matches!(err, DieselError::DatabaseError(_, info)
+        if ["database is locked", "database table is locked"]
+            .iter()
+            .any(|needle| info.message().contains(needle)))
 }

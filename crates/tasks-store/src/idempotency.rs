@@ -361,7 +361,6 @@ async fn sqlite_keyed(conn: &mut SqliteConn, c: &Call<'_>) -> QueryResult<Found>
         title: c.title,
         description: c.description,
         now: c.now,
-        _borrows: std::marker::PhantomData,
     }
     .get_result::<crate::statements::SqliteRow>(conn)
     .await

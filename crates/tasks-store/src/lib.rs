@@ -128,7 +128,6 @@ impl TaskRepository for DieselTaskStore {
                     title,
                     description,
                     now,
-                    _borrows: std::marker::PhantomData,
                 }
                 .get_result::<Row>(conn)
                 .await
@@ -142,7 +141,6 @@ impl TaskRepository for DieselTaskStore {
                         title: &title,
                         description: description.as_deref(),
                         now,
-                        _borrows: std::marker::PhantomData,
                     }
                     .get_result::<statements::SqliteRow>(conn)
                     .await
@@ -279,7 +277,6 @@ impl TaskRepository for DieselTaskStore {
                     owner: owner.as_str(),
                     accepted: &accepted,
                     unconditional,
-                    _borrows: std::marker::PhantomData,
                 }
                 .get_result::<i64>(conn)
                 .await

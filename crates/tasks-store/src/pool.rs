@@ -480,16 +480,8 @@ impl DieselTaskStore {
     /// Connections currently open and idle, for diagnostics.
     #[must_use]
     pub fn pool_status(&self) -> (usize, usize) {
-        match &self.backend {
-            Backend::Postgres { pool: p, .. } => {
-                let s = p.status();
-                (s.size, s.available)
-            }
-            Backend::Sqlite(readers) => {
-                let (_, open, busy, _) = readers.stats();
-                (open, open.saturating_sub(busy))
-            }
-        }
+        let s = self.pool_stats();
+        (s.size, s.size.saturating_sub(s.in_use))
     }
 
     /// The pool's occupancy right now.

@@ -1,10 +1,11 @@
-//! SQLite read statements that diesel keeps prepared.
+//! Statements written as SQL that diesel keeps prepared: the SQLite list
+//! and get, and the creates and the PostgreSQL delete.
 //!
 //! diesel never caches a statement built with `sql_query` (it marks every
 //! raw query unsafe to cache), so a list or get written that way was parsed
 //! and planned by SQLite on every request: about 93 k instructions each
 //! time, 31% of an SQLite `GET /api/tasks/{id}` and 8% of a list (callgrind,
-//! bench/README.md). The list cannot use diesel's query builder either: its
+//! bench/README.md); PostgreSQL likewise parsed and planned every create. The list cannot use diesel's query builder either: its
 //! bare bound `LIMIT ?`, which SQLite reads while planning, makes SQLite
 //! re-prepare the cached statement on every execution (the bundled 3.53,
 //! `computeLimitRegisters`); `LIMIT ?3 + 0` is evaluated at run time, with
@@ -61,7 +62,6 @@ macro_rules! statement {
     ) => {
         pub(crate) struct $name<'a> {
             $(pub(crate) $field: $rust,)*
-            pub(crate) _borrows: std::marker::PhantomData<&'a ()>,
         }
 
         impl QueryId for $name<'_> {
@@ -181,13 +181,11 @@ pub(crate) fn list(
     limit: i64,
     completed: Option<bool>,
 ) -> QueryResult<Vec<SqliteRow>> {
-    let _borrows = std::marker::PhantomData;
     match completed {
         None => List {
             owner,
             up_to,
             limit,
-            _borrows,
         }
         .load(conn),
         Some(completed) => ListByStatus {
@@ -195,7 +193,6 @@ pub(crate) fn list(
             up_to,
             limit,
             completed,
-            _borrows,
         }
         .load(conn),
     }
@@ -208,13 +205,7 @@ pub(crate) fn get(
     id: i64,
 ) -> QueryResult<Option<SqliteRow>> {
     use diesel::OptionalExtension as _;
-    Get {
-        id,
-        owner,
-        _borrows: std::marker::PhantomData,
-    }
-    .get_result(conn)
-    .optional()
+    Get { id, owner }.get_result(conn).optional()
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use futures_util::future::BoxFuture;
 use thread_local::ThreadLocal;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::errors::breaks_connection;
+use crate::errors::{breaks_connection, is_busy};
 use crate::pool::Outcome;
 
 /// Runs the wrapper's "blocking" calls at once, on the calling thread (the
@@ -340,12 +340,6 @@ impl PointReads {
             }
         }
     }
-}
-
-/// SQLite's "database is locked" (`SQLITE_BUSY`) and "database table is
-/// locked" (`SQLITE_LOCKED`).
-fn is_busy(err: &DieselError) -> bool {
-    matches!(err, DieselError::DatabaseError(_, info) if info.message().contains("is locked"))
 }
 
 /// A reader thread: take a read, run it, answer; until the store is gone.
