@@ -4,6 +4,8 @@
 --   { users = {"bench-user-0001", ...}, tokens = {"<jwt>", ...},
 --     ids = {"1,2,3,...", ...} }   -- owned task ids per user, comma separated
 -- (ids are kept as strings: huge numeric table literals hit LuaJIT limits).
+-- Another API (PocketBase) adds `api` (its paths) and `owner_ids` (the owner
+-- field each of its creates must carry).
 --
 -- Each scenario script defines `pick()` -> method, path, user index, body, op.
 -- Errors = non-2xx responses (wrk's status counter, or counted in response()
@@ -21,13 +23,20 @@ HOARDER_TOKEN = D.hoarder_token
 GROWTH = D.growth or {}   -- tasks per user (string) -> token of bench-growth-<n>
 NUSERS = #USERS
 IDS = nil          -- parsed lazily (only `get`/`mixed` need it)
+API = D.api or { health = "/health", list = "/api/tasks", item = "/api/tasks/", create = "/api/tasks" }
+
+-- The JSON members a create for user u carries besides title and description.
+function create_extra(u)
+   if D.owner_ids then return ',"user":"' .. D.owner_ids[u] .. '"' end
+   return ""
+end
 
 function load_ids()
    if IDS then return IDS end
    IDS = {}
    for u = 1, NUSERS do
       local t = {}
-      for n in string.gmatch(D.ids[u], "%d+") do t[#t + 1] = tonumber(n) end
+      for id in string.gmatch(D.ids[u], "[^,]+") do t[#t + 1] = id end
       IDS[u] = t
    end
    return IDS

@@ -6,6 +6,7 @@ local n = 0
 function request()
    local u = math.random(NUSERS)
    n = n + 1
-   local body = '{"title":"bench create ' .. n .. '","description":"created by the wrk create scenario"}'
-   return wrk.format("POST", "/api/tasks", headers_for(u, true), body)
+   local body = '{"title":"bench create ' .. n .. '","description":"created by the wrk create scenario"'
+      .. create_extra(u) .. '}'
+   return wrk.format("POST", API.create, headers_for(u, true), body)
 end

@@ -10,5 +10,5 @@ end
 function request()
    local u = math.random(NUSERS)
    local own = ids[u]
-   return wrk.format("GET", "/api/tasks/" .. own[math.random(#own)], headers_for(u, false))
+   return wrk.format("GET", API.item .. own[math.random(#own)], headers_for(u, false))
 end

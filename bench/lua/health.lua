@@ -6,7 +6,7 @@ dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 local req
 
 function init_scenario(args)
-   req = wrk.format("GET", "/health")
+   req = wrk.format("GET", API.health)
 end
 
 function request()

@@ -5,7 +5,7 @@ local reqs = {}
 
 function init_scenario(args)
    for u = 1, NUSERS do
-      reqs[u] = wrk.format("GET", "/api/tasks", headers_for(u, false))
+      reqs[u] = wrk.format("GET", API.list, headers_for(u, false))
    end
 end
 
