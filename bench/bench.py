@@ -592,12 +592,49 @@ VACUUM ANALYZE tasks;
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-class SqliteBackend:
+class FileBackend:
+    """A backend whose data are SQLite files in a temporary directory: a
+    pristine copy of them is kept after seeding and put back by reset()."""
+    name: str
+    data_dir: Path
+    db_dir: Path
+    db_glob: str
+    pristine: Path
+    server: Server
+    dirty: bool
+
+    def snapshot(self) -> None:
+        self.pristine.mkdir()
+        for f in self.db_dir.glob(self.db_glob):
+            shutil.copy2(f, self.pristine / f.name)
+        self.dirty = False
+
+    def reset(self) -> None:
+        if not self.dirty:
+            return
+        log(f"{self.name}: restoring pristine dataset")
+        for f in self.db_dir.glob(self.db_glob):
+            f.unlink()
+        for f in self.pristine.iterdir():
+            shutil.copy2(f, self.db_dir / f.name)
+        self.dirty = False
+
+    def close(self) -> None:
+        self.server.stop()
+        if os.environ.get("BENCH_KEEP_DATA"):
+            log(f"{self.name} data kept in {self.data_dir}")
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class SqliteBackend(FileBackend):
     name = "sqlite"
+    db_glob = "tasks.db*"
 
     def __init__(self) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="tasks-bench-sqlite-"))
         self.pristine = self.data_dir / "pristine"
+        self.db_dir = self.data_dir
         self.db = self.data_dir / "tasks.db"
         self.server = Server("sqlite", self.data_dir, RESULTS / "server-sqlite.log")
         self.lua_data = RESULTS / "data-sqlite.lua"
@@ -662,10 +699,7 @@ class SqliteBackend:
         finally:
             con.close()
         self.tokens = write_lua_data(self.lua_data, dict(rows))
-        self.pristine.mkdir()
-        for f in self.data_dir.glob("tasks.db*"):
-            shutil.copy2(f, self.pristine / f.name)
-        self.dirty = False
+        self.snapshot()
 
     def seed_big(self) -> None:
         """BIG_USERS x BIG_TPU more tasks (users bench-big-NNNNNN), generated inside
@@ -692,22 +726,6 @@ SELECT {SEEDED} + g, printf('bench-big-%06d', (g - 1) / {BIG_TPU} + 1), 'big tas
             con.close()
         self.dirty = True  # a later reset() restores the small dataset
 
-    def reset(self) -> None:
-        if not self.dirty:
-            return
-        log("sqlite: restoring pristine dataset")
-        for f in self.data_dir.glob("tasks.db*"):
-            f.unlink()
-        for f in self.pristine.iterdir():
-            shutil.copy2(f, self.data_dir / f.name)
-        self.dirty = False
-
-    def close(self) -> None:
-        self.server.stop()
-        if os.environ.get("BENCH_KEEP_DATA"):
-            log(f"sqlite data kept in {self.data_dir}")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 # PocketBase (the single-binary SQLite backend), measured side by side on the
@@ -770,18 +788,19 @@ def pb_call(method: str, path: str, token: str | None = None, body: dict | None 
     return json.loads(data)
 
 
-class PocketBaseBackend:
+class PocketBaseBackend(FileBackend):
     """PocketBase 0.40 with a `tasks` collection shaped like the service's Task
     (owner relation, title <= 200, description <= 10,000, completed, created,
     updated), owner-only rules, an index on (user, created), and the same
     users and tasks as the other backends. Runs with its own defaults (SQLite
     in WAL mode), pinned to the server's core like the service."""
     name = "pocketbase"
+    db_glob = "*.db*"
     scenarios = {"health", "list", "get", "create"}
 
     def __init__(self) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="tasks-bench-pocketbase-"))
-        self.pb_dir = self.data_dir / "pb_data"
+        self.pb_dir = self.db_dir = self.data_dir / "pb_data"
         self.pristine = self.data_dir / "pristine"
         self.server = PocketBaseServer("pocketbase", self.pb_dir, RESULTS / "server-pocketbase.log")
         self.lua_data = RESULTS / "data-pocketbase.lua"
@@ -868,27 +887,8 @@ class PocketBaseBackend:
                  f'list = "/api/collections/tasks/records?perPage={TPU}&skipTotal=1&sort=-created" }},',
                  "}"]
         self.lua_data.write_text("\n".join(lines) + "\n")
-        self.pristine.mkdir()
-        for f in self.pb_dir.glob("*.db*"):
-            shutil.copy2(f, self.pristine / f.name)
-        self.dirty = False
+        self.snapshot()
 
-    def reset(self) -> None:
-        if not self.dirty:
-            return
-        log("pocketbase: restoring pristine dataset")
-        for f in self.pb_dir.glob("*.db*"):
-            f.unlink()
-        for f in self.pristine.iterdir():
-            shutil.copy2(f, self.pb_dir / f.name)
-        self.dirty = False
-
-    def close(self) -> None:
-        self.server.stop()
-        if os.environ.get("BENCH_KEEP_DATA"):
-            log(f"pocketbase data kept in {self.data_dir}")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- runs
