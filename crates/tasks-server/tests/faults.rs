@@ -402,6 +402,28 @@ async fn abandoned_sqlite_reads_never_panic_the_server() {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Reads whose client has gone may still be queued on the reader threads
+    // (on a slow machine, seconds of them). Wait until a queued read of our
+    // own is answered: the queue is first-in first-out, so everything before
+    // it has run. Otherwise a batch of the list below could wait in that
+    // queue past the query timeout and end the stream early, which is the
+    // timeout doing its job, not what this test looks for.
+    let drained = async {
+        loop {
+            let res = client
+                .get(format!("{base}/api/tasks/changes?since=0&limit=1"))
+                .bearer_auth(&token)
+                .send()
+                .await;
+            if res.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), drained)
+        .await
+        .expect("the reader queue drains once the hang-ups stop");
     let res = client
         .get(format!("{base}/api/tasks"))
         .bearer_auth(&token)
