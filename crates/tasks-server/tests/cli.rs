@@ -656,9 +656,11 @@ async fn sigterm_under_load_completes_accepted_requests_and_exits_in_time() {
     .unwrap();
     let url = server.url("/api/tasks");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let clients: Vec<_> = (0..8)
         .map(|i| {
             let (url, token, stop) = (url.clone(), token.clone(), stop.clone());
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let (mut ok, mut refused) = (0_u32, 0_u32);
@@ -680,6 +682,7 @@ async fn sigterm_under_load_completes_accepted_requests_and_exits_in_time() {
                                 "a request answered during shutdown failed"
                             );
                             ok += 1;
+                            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         // Not accepted any more: the listener is closed.
                         Err(e) if e.is_connect() || e.is_request() => {
@@ -693,7 +696,14 @@ async fn sigterm_under_load_completes_accepted_requests_and_exits_in_time() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once every client is under way (however slow the machine),
+    // so that it lands among requests in every state.
+    for _ in 0..600 {
+        if answered.load(std::sync::atomic::Ordering::SeqCst) >= 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // `terminate` fails the test unless the process exits within 10 s of
     // SIGTERM, while the clients keep sending: the 5 s grace period bounds it.
     let status = tokio::task::spawn_blocking(move || server.terminate())
