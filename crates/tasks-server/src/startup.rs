@@ -164,6 +164,11 @@ impl Application {
         .workers(settings.workers)
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
         .client_request_timeout(settings.client_request_timeout)
+        // One handler for the stop signals (in `run_until_stopped`), not
+        // actix's and ours side by side: it ends the event streams first,
+        // then stops the server through its handle, so no signal can reach
+        // one and not the other.
+        .disable_signals()
         .run();
 
         Ok(Self {
@@ -192,8 +197,8 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM or Ctrl-C; in-flight requests then get up to
-    /// `SHUTDOWN_TIMEOUT` to finish.
+    /// Serves until SIGTERM or Ctrl-C (SIGINT); in-flight requests then get
+    /// up to `SHUTDOWN_TIMEOUT` to finish. SIGQUIT stops at once.
     ///
     /// # Errors
     /// The server failed while running.
@@ -207,19 +212,23 @@ impl Application {
         } = self;
         let _cleanup = AbortOnDrop(cleanup);
         // Event streams never finish by themselves: end them as soon as a
-        // stop signal arrives (actix reacts to the same signals and then
-        // waits for open responses), so they do not hold up shutdown.
+        // stop signal arrives, then stop the server, which waits for the
+        // open responses, so the streams do not hold up shutdown.
         let on_signal = Arc::clone(&hub);
-        let streams = tokio::spawn(async move {
-            stop_signal().await;
+        let handle = server.handle();
+        let signals = tokio::spawn(async move {
+            let (name, graceful) = stop_signal().await;
             tracing::info!(
-                open = on_signal.open_streams(),
-                "stop signal: ending event streams"
+                signal = name,
+                graceful,
+                open_streams = on_signal.open_streams(),
+                "stop signal: ending event streams, then stopping the server"
             );
             on_signal.shutdown();
+            handle.stop(graceful).await;
         });
         let result = serve(server, metrics).await;
-        streams.abort();
+        signals.abort();
         hub.shutdown();
         result
     }
@@ -247,31 +256,40 @@ async fn serve(server: Server, metrics: Option<(u16, Server)>) -> std::io::Resul
     result
 }
 
-/// SIGTERM, SIGINT or SIGQUIT (actix's own stop signals), or Ctrl-C.
-async fn stop_signal() {
+/// Waits for SIGTERM, SIGINT or SIGQUIT (Ctrl-C elsewhere) and says which
+/// came and whether the server stops gracefully: SIGTERM and SIGINT (Ctrl-C)
+/// let accepted requests finish, SIGQUIT does not.
+async fn stop_signal() -> (&'static str, bool) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut streams = Vec::new();
-        for kind in [
-            SignalKind::terminate(),
-            SignalKind::interrupt(),
-            SignalKind::quit(),
+        for (kind, name, graceful) in [
+            (SignalKind::terminate(), "SIGTERM", true),
+            (SignalKind::interrupt(), "SIGINT", true),
+            (SignalKind::quit(), "SIGQUIT", false),
         ] {
             match signal(kind) {
-                Ok(s) => streams.push(s),
-                Err(e) => tracing::warn!(error = %e, "cannot watch a stop signal"),
+                Ok(s) => streams.push((s, name, graceful)),
+                Err(e) => tracing::warn!(error = %e, signal = name, "cannot watch a stop signal"),
             }
         }
         if streams.is_empty() {
             std::future::pending::<()>().await;
         }
-        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
-        futures_util::future::select_all(waits).await;
+        let waits = streams.iter_mut().map(|(s, name, graceful)| {
+            let (name, graceful) = (*name, *graceful);
+            Box::pin(async move {
+                s.recv().await;
+                (name, graceful)
+            })
+        });
+        futures_util::future::select_all(waits).await.0
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        ("Ctrl-C", true)
     }
 }
 

@@ -143,7 +143,18 @@ async fn development_mode_token_works_against_serve_on_sqlite() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
-    let dir = TempDir::new("graceful");
+    in_flight_request_finishes_after("-TERM", "graceful_term").await;
+}
+
+/// Ctrl-C (SIGINT) is as graceful as SIGTERM (actix alone would drop
+/// accepted requests on SIGINT; the service handles the signals itself).
+#[tokio::test]
+async fn sigint_lets_in_flight_requests_finish() {
+    in_flight_request_finishes_after("-INT", "graceful_int").await;
+}
+
+async fn in_flight_request_finishes_after(signal: &str, tag: &str) {
+    let dir = TempDir::new(tag);
     let mut cmd = command(&dir);
     cmd.env("JWT_SECRET", "graceful-shutdown-secret-0123456789");
     let mut server = Server::start(cmd);
@@ -154,30 +165,50 @@ async fn sigterm_lets_in_flight_requests_finish() {
         &tasks_auth::ClaimRules::default(),
     )
     .unwrap();
-    // A slow upload: the request is accepted, then SIGTERM arrives while its
-    // body is still arriving; it must still complete.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let client = reqwest::Client::new();
-    let request = tokio::spawn(
-        client
-            .post(server.url("/api/tasks"))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send(),
-    );
-    tx.send(Ok(b"{\"title\":".to_vec())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    tx.send(Ok(b"\"finished during shutdown\"}".to_vec()))
+    // A slow upload: the request is accepted, then the signal arrives while
+    // its body is still arriving; it must still complete. The client asks
+    // for `100 Continue` and sends the signal only once it came: the server
+    // has then taken the request in (however slow the machine), so the
+    // signal cannot land before that.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = br#"{"title":"finished during shutdown"}"#;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
         .unwrap();
-    drop(tx);
-    let res = request.await.unwrap().unwrap();
-    assert_eq!(res.status(), 201);
+    let head = format!(
+        "POST /api/tasks HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\
+         expect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut byte))
+            .await
+            .expect("100 Continue within 30 s")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed before 100 Continue");
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    let pid = server.child.id().to_string();
+    Command::new("kill").args([signal, &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut response))
+        .await
+        .expect("a response within 30 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(response.contains("finished during shutdown"), "{response}");
     let status = server.terminate();
     assert!(status.success());
 }
@@ -218,12 +249,6 @@ async fn sigterm_ends_open_event_streams() {
     })
     .await;
     assert!(rest.is_ok(), "the stream ended with the server");
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
-) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[test]
