@@ -201,12 +201,7 @@ async fn in_flight_request_finishes_after(signal: &str, tag: &str) {
     Command::new("kill").args([signal, &pid]).status().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.write_all(body).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut response))
-        .await
-        .expect("a response within 30 s")
-        .unwrap();
-    let response = String::from_utf8_lossy(&response);
+    let response = helpers::read_until_closed(&mut conn).await;
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     assert!(response.contains("finished during shutdown"), "{response}");
     let status = server.terminate();

@@ -148,6 +148,18 @@ pub fn init_test_log() {
     });
 }
 
+/// Reads what the server sends until it closes the connection. The bound is
+/// only a guard against a hanging test: it fails the test, never passes it.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Waits until a `tasks-server serve` child says it is listening on its
 /// stdout, then keeps draining it on a thread so the server never blocks on
 /// a full pipe.

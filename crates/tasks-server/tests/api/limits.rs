@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TestApp, assert_error, read_until_closed};
 use crate::on_both_backends;
 
 async fn per_user_rate_limit_is_429_with_retry_after(backend: Backend) {
@@ -123,17 +123,6 @@ async fn slow_clients_are_cut_off(backend: Backend) {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
-}
-
-/// Reads what the server sends until it closes the connection. The bound is
-/// only a guard against a hanging test: it fails the test, never passes it.
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut out))
-        .await
-        .expect("the server closes the connection")
-        .expect("read");
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Status and JSON body of a raw HTTP/1.1 response.
